@@ -1,0 +1,149 @@
+"""The `emdlot` command: synth, validate, prepare, import, demo.
+
+User errors (bad data, bad settings) print a clear message and exit 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from emdlot.config import PrepareConfig, SynthConfig, load_config
+from emdlot.data.assemble import AssemblyError
+from emdlot.data.contract import ContractError, Violation, check_inputs
+from emdlot.data.io import TableError, write_table
+from emdlot.data.split import SplitError
+
+USER_ERRORS = (ContractError, TableError, SplitError, AssemblyError, ValidationError, FileNotFoundError)
+EXIT_INVALID = 2
+
+
+def _print_violations(violations: list[Violation], shown: int, report: str | None) -> None:
+    for v in violations[:shown]:
+        print(f"  {v}", file=sys.stderr)
+    if len(violations) > shown:
+        print(f"  ... and {len(violations) - shown} more (write them all with --report FILE)", file=sys.stderr)
+    if report:
+        import pandas as pd
+
+        write_table(pd.DataFrame([v.__dict__ for v in violations], columns=["file", "row", "column", "message"]), report)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from emdlot.synth import generate, write_dataset
+
+    cfg = load_config(SynthConfig, args.config, firms=args.firms, seed=args.seed)
+    data = generate(cfg)
+    paths = write_dataset(data, args.out, args.format)
+    counts = data.labels["label"].value_counts().to_dict()
+    print(f"wrote {len(data.labels)} firms ({counts}), {len(data.panel)} firm-quarters, "
+          f"{len(data.drivers)} planted drivers to {Path(args.out)} ({', '.join(p.name for p in paths.values())})")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    tables, violations = check_inputs(args.dir)
+    if violations:
+        print(f"{args.dir}: {len(violations)} data contract violation(s)", file=sys.stderr)
+        _print_violations(violations, args.max_shown, args.report)
+        return EXIT_INVALID
+    print(f"{args.dir}: valid ({len(tables.labels)} firms, {len(tables.panel)} panel rows, "
+          f"{len(tables.financial_features)} financial + {len(tables.macro_features)} macro indicators, "
+          f"prospectus: {'yes' if tables.prospectus is not None else 'no'})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from emdlot.data.prepare import prepare
+
+    cfg = load_config(PrepareConfig, args.config, seed=args.seed, val_fraction=args.val_fraction)
+    started = time.perf_counter()
+    meta = prepare(args.dir, args.out, cfg, text_features=args.text_features)
+    print(f"prepared {args.out} in {time.perf_counter() - started:.1f}s: {len(meta.feature_names)} features; firms per split {meta.counts}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from emdlot import importers
+
+    if args.kind == "wind-macro":
+        frame = importers.read_wind_macro(args.file, importers.MacroImportConfig(aggregation=args.aggregation))
+    elif args.kind == "wind-defaults":
+        keywords = ["展期", "延期"] if args.count_yanqi else ["展期"]
+        frame = importers.read_wind_defaults(args.file, importers.WindDefaultsConfig(extension=importers.ExtensionRule(keywords=keywords)))
+    else:
+        frame = importers.read_ifind_first_defaults(args.file)
+    write_table(frame, args.out)
+    detail = frame["label"].value_counts().to_dict() if "label" in frame else f"{frame.shape[1] - 1} series, {frame['date'].min():%Y-%m} to {frame['date'].max():%Y-%m}"
+    print(f"wrote {len(frame)} rows to {args.out} ({detail})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emdlot.demo import run_demo
+
+    return run_demo(Path(args.out), firms=args.firms, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emdlot", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="write a paper-shaped synthetic input folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--firms", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--format", choices=("parquet", "csv"), default="parquet")
+    p.add_argument("--config", help="YAML with SynthConfig settings")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("validate", help="check an input folder against the data contract")
+    p.add_argument("dir")
+    p.add_argument("--report", help="write every violation to this .csv or .parquet")
+    p.add_argument("--max-shown", type=int, default=100)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("prepare", help="build sequences, split, transforms and training arrays")
+    p.add_argument("dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-fraction", type=float, help="share of training firms held out for validation (0: none)")
+    p.add_argument("--text-features", help="text_features.parquet from flows/embed.py")
+    p.add_argument("--config", help="YAML with PrepareConfig settings")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("import", help="convert a vendor export into a contract table")
+    p.add_argument("kind", choices=("wind-macro", "wind-defaults", "ifind-defaults"))
+    p.add_argument("file")
+    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.add_argument("--aggregation", choices=("last", "mean"), default="last", help="monthly -> quarterly (wind-macro)")
+    p.add_argument("--count-yanqi", action="store_true", help="also treat 延期 as an extension (wind-defaults)")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("demo", help="run the whole chain on synthetic data, locally")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--firms", type=int, default=1994)
+    p.add_argument("--seed", type=int, default=86)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from emdlot.importers import ImportFormatError
+
+    try:
+        return args.func(args)
+    except (*USER_ERRORS, ImportFormatError) as err:
+        print(f"emdlot {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+
+
+if __name__ == "__main__":
+    sys.exit(main())

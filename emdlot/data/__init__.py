@@ -1,0 +1,1 @@
+"""Data contract, synthetic data, sequence preparation and training-array assembly."""

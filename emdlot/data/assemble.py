@@ -1,0 +1,115 @@
+"""Assemble training arrays: join text features by firm, then balance the training firms with SMOTE.
+
+One function serves `prepare`, tuning and training, so SMOTE always runs on the full assembly and
+synthetic minority firms carry text features too. Validation and test firms are never resampled.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from imblearn.over_sampling import SMOTE
+
+from emdlot.config import PrepareConfig
+from emdlot.data.arrays import SequenceArrays
+from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS, text_feature_column
+
+SEQUENCES_FILE = "sequences.npz"
+MANIFEST_FILE = "manifest.csv"
+META_FILE = "meta.json"
+TRANSFORMS_FILE = "transforms.skops"
+
+
+@dataclass
+class DatasetMeta:
+    """What a prepared dataset needs to be reused: feature order, settings, provenance."""
+
+    feature_names: list[str]
+    financial_features: list[str]
+    macro_features: list[str]
+    config: PrepareConfig
+    inputs: dict[str, str] = field(default_factory=dict)  # table -> sha256 of the input file
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> firms
+
+    def write(self, dataset: Path) -> None:
+        body = asdict(self) | {"config": self.config.model_dump(), "classes": list(CLASSES)}
+        (dataset / META_FILE).write_text(json.dumps(body, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def read_meta(dataset: str | Path) -> DatasetMeta:
+    body = json.loads((Path(dataset) / META_FILE).read_text(encoding="utf-8"))
+    body.pop("classes", None)
+    return DatasetMeta(**(body | {"config": PrepareConfig(**body["config"])}))
+
+
+class AssemblyError(ValueError):
+    pass
+
+
+def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims: int = TEXT_DIMS) -> SequenceArrays:
+    """Fill text (N, 2, dims) and text_mask from a firm_id-keyed table; firms without a row get a text mask."""
+    n = len(arrays)
+    text = np.zeros((n, len(SECTIONS), dims), dtype=np.float32)
+    has_text = np.zeros(n, dtype=bool)
+    if text_features is not None:
+        columns = [text_feature_column(s, i) for s in SECTIONS for i in range(dims)]
+        missing = [c for c in columns if c not in text_features.columns]
+        if missing or "firm_id" not in text_features.columns:
+            raise AssemblyError(f"text features lack columns: {(['firm_id'] if 'firm_id' not in text_features.columns else []) + missing[:5]}")
+        table = text_features.drop_duplicates("firm_id").set_index("firm_id")[columns]
+        present = pd.Index(arrays.firm_id).isin(table.index)
+        values = table.reindex(arrays.firm_id[present]).to_numpy(dtype=np.float32).reshape(-1, len(SECTIONS), dims)
+        text[present] = np.nan_to_num(values, nan=0.0)
+        has_text[present] = True
+    return SequenceArrays(arrays.firm_id, arrays.X, arrays.mask, arrays.delta_t, text, has_text, arrays.y)
+
+
+def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> SequenceArrays:
+    """SMOTE to 1:1:1 on the flattened sequence + mask + delta_t + text; reshaped back, padding re-masked."""
+    counts = np.bincount(arrays.y, minlength=len(CLASSES))
+    present = counts[counts > 0]
+    if len(present) < 2:
+        raise AssemblyError(f"SMOTE needs at least two classes among the training firms; counts {dict(zip(CLASSES, counts))}")
+    smallest = int(present.min())
+    if smallest < 2:
+        thin = [c for c, k in zip(CLASSES, counts) if 0 < k < 2]
+        raise AssemblyError(f"SMOTE needs at least 2 training firms per class; {', '.join(thin)} has 1. Add firms or lower --val-fraction.")
+    k = min(k_neighbors, smallest - 1)
+    n, t, f = arrays.X.shape
+    s, d = arrays.text.shape[1:]
+    flat = np.concatenate([
+        arrays.X.reshape(n, -1), arrays.mask.astype(np.float32), arrays.delta_t,
+        arrays.text.reshape(n, -1), arrays.text_mask[:, None].astype(np.float32),
+    ], axis=1)
+    resampled, y = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, arrays.y)
+    extra = len(y) - n
+    cut = np.cumsum([t * f, t, t, s * d])
+    X, mask, delta_t, text, text_mask = np.split(resampled, cut, axis=1)
+    mask = mask >= 0.5
+    text_mask = text_mask[:, 0] >= 0.5
+    X = X.reshape(-1, t, f) * mask[:, :, None]
+    delta_t = delta_t * mask
+    first_valid = mask.argmax(axis=1)
+    delta_t[np.arange(len(y)), first_valid] = 0.0
+    text = text.reshape(-1, s, d) * text_mask[:, None, None]
+    firm_id = np.concatenate([arrays.firm_id, np.array([f"smote-{i:06d}" for i in range(extra)])])
+    return SequenceArrays(firm_id, X.astype(np.float32), mask, delta_t.astype(np.float32), text.astype(np.float32), text_mask, y.astype(np.int64))
+
+
+def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | None = None,
+             cfg: PrepareConfig | None = None, balance: bool = True) -> dict[str, SequenceArrays]:
+    """Train (SMOTE-balanced), val and test arrays of a prepared dataset, with text joined by firm_id."""
+    dataset = Path(dataset)
+    cfg = cfg or read_meta(dataset).config
+    if isinstance(text_features, (str, Path)):
+        text_features = pd.read_parquet(text_features) if str(text_features).endswith(".parquet") else pd.read_csv(text_features)
+    sequences = attach_text(SequenceArrays.load(dataset / SEQUENCES_FILE), text_features)
+    manifest = pd.read_csv(dataset / MANIFEST_FILE, dtype={"firm_id": str}).set_index("firm_id")
+    split = manifest["split"].reindex(sequences.firm_id).to_numpy()
+    out = {name: sequences.subset(np.flatnonzero(split == name)) for name in ("train", "val", "test")}
+    if balance:
+        out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed)
+    return out

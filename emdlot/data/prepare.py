@@ -1,0 +1,110 @@
+"""`emdlot prepare`: a validated input folder -> a dataset folder ready for tuning and training.
+
+Order of work (DESIGN.md section 2): validate; drop look-ahead rows; reject firms left without
+observations; fix the stratified firm split (manifest.csv); fit the feature transforms on training
+firms only; build padded sequences for every usable firm; assemble train/val/test arrays (SMOTE on
+training firms only).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from emdlot.config import PrepareConfig
+from emdlot.data.arrays import SequenceArrays
+from emdlot.data.assemble import (
+    MANIFEST_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, DatasetMeta, assemble,
+)
+from emdlot.data.contract import InputTables, load_inputs
+from emdlot.data.sequences import exclude_lookahead, join_macro, keep_last, months_since_previous, pad_sequences
+from emdlot.data.split import split_firms
+from emdlot.data.transforms import feature_pipeline, save_pipeline
+from emdlot.schema import CLASS_INDEX, CLASSES, SECTIONS, TEXT_DIMS
+
+log = logging.getLogger(__name__)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_manifest(tables: InputTables, kept: pd.DataFrame, cfg: PrepareConfig) -> pd.DataFrame:
+    """One row per labelled firm: its split, or 'rejected' with the reason."""
+    manifest = tables.labels[["firm_id", "label"]].copy()
+    manifest["split"] = "rejected"
+    manifest["reason"] = ""
+    rows_before = tables.panel.groupby("firm_id").size()
+    rows_after = kept.groupby("firm_id").size()
+    empty = manifest["firm_id"].map(rows_after).isna()
+    manifest.loc[empty, "reason"] = [
+        f"no observation left before the look-ahead window ({int(rows_before.get(f, 0))} rows, all within "
+        f"{cfg.exclusion_months} months before or after event_date)" for f in manifest.loc[empty, "firm_id"]
+    ]
+    usable = manifest.loc[~empty, ["firm_id", "label"]]
+    manifest.loc[~empty, "split"] = manifest.loc[~empty, "firm_id"].map(split_firms(usable, cfg)).to_numpy()
+    return manifest
+
+
+def build_sequences(rows: pd.DataFrame, features: list[str], order: list[str], labels: pd.Series,
+                    pipeline, max_len: int) -> SequenceArrays:
+    """Transform rows (sorted by firm, date) and pad them into SequenceArrays in `order`."""
+    firm_ids = rows["firm_id"].to_numpy()
+    values = pipeline.transform(rows[features].to_numpy(dtype=float)).astype(np.float32)
+    delta_t = months_since_previous(firm_ids, rows["date"])
+    X, mask, dt = pad_sequences(firm_ids, values, delta_t, order, max_len)
+    n = len(order)
+    return SequenceArrays(
+        firm_id=np.array(order), X=X, mask=mask, delta_t=dt,
+        text=np.zeros((n, len(SECTIONS), TEXT_DIMS), dtype=np.float32), text_mask=np.zeros(n, dtype=bool),
+        y=labels.reindex(order).map(CLASS_INDEX).to_numpy(dtype=np.int64),
+    )
+
+
+def prepare(input_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None,
+            text_features: str | Path | None = None) -> DatasetMeta:
+    cfg = cfg or PrepareConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = load_inputs(input_dir)
+    features = tables.feature_names
+
+    kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months), cfg.max_len)
+    manifest = build_manifest(tables, kept, cfg)
+    manifest.to_csv(out / MANIFEST_FILE, index=False)
+    split = manifest.set_index("firm_id")["split"]
+    log.info("split: %s", manifest["split"].value_counts().to_dict())
+
+    rows = join_macro(kept, tables.macro, tables.macro_features)
+    is_train = rows["firm_id"].map(split).eq("train").to_numpy()
+    with threadpool_limits(limits=1, user_api="blas"):  # small regressions: BLAS threads only contend
+        pipeline = feature_pipeline(cfg).fit(rows.loc[is_train, features].to_numpy(dtype=float))
+    save_pipeline(pipeline, out / TRANSFORMS_FILE)
+
+    usable = manifest.loc[manifest["split"] != "rejected", "firm_id"].tolist()
+    label_of = tables.labels.set_index("firm_id")["label"]
+    build_sequences(rows, features, usable, label_of, pipeline, cfg.max_len).save(out / SEQUENCES_FILE)
+
+    counts = {
+        name: {c: int(n) for c, n in group["label"].value_counts().reindex(list(CLASSES), fill_value=0).items()}
+        for name, group in manifest.groupby("split")
+    }
+    meta = DatasetMeta(
+        feature_names=features, financial_features=tables.financial_features, macro_features=tables.macro_features,
+        config=cfg, inputs={name: _sha256(path) for name, path in tables.files.items()}, counts=counts,
+    )
+    meta.write(out)
+    arrays = assemble(out, text_features, cfg)
+    for name, part in arrays.items():
+        part.save(out / f"{name}.npz")
+    meta.counts["train_balanced"] = {c: int(n) for c, n in zip(CLASSES, np.bincount(arrays["train"].y, minlength=len(CLASSES)))}
+    meta.write(out)
+    return meta
