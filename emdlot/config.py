@@ -43,6 +43,9 @@ class PrepareConfig(StrictModel):
     max_len: int = Field(39, ge=1)  # paper: up to 39 quarters
     imputer_max_iter: int = Field(10, ge=1)
     imputer_nearest_features: int | None = 10  # caps IterativeImputer cost on wide panels; None = all
+    # The transforms are fitted on at most this many training firm-quarters (a seeded sample): 68 small
+    # regressions are well estimated from 50k rows, and the fit then stops growing with the panel.
+    transform_fit_rows: int | None = Field(50_000, ge=1000)
     smote_k_neighbors: int = Field(5, ge=1)
 
 

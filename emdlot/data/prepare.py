@@ -84,9 +84,11 @@ def prepare(input_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | Non
     log.info("split: %s", manifest["split"].value_counts().to_dict())
 
     rows = join_macro(kept, tables.macro, tables.macro_features)
-    is_train = rows["firm_id"].map(split).eq("train").to_numpy()
+    train_rows = np.flatnonzero(rows["firm_id"].map(split).eq("train").to_numpy())
+    if cfg.transform_fit_rows is not None and len(train_rows) > cfg.transform_fit_rows:
+        train_rows = np.sort(np.random.default_rng(cfg.seed).choice(train_rows, cfg.transform_fit_rows, replace=False))
     with threadpool_limits(limits=1, user_api="blas"):  # small regressions: BLAS threads only contend
-        pipeline = feature_pipeline(cfg).fit(rows.loc[is_train, features].to_numpy(dtype=float))
+        pipeline = feature_pipeline(cfg).fit(rows.iloc[train_rows][features].to_numpy(dtype=float))
     save_pipeline(pipeline, out / TRANSFORMS_FILE)
 
     usable = manifest.loc[manifest["split"] != "rejected", "firm_id"].tolist()

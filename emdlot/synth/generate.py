@@ -42,6 +42,7 @@ SEVERITY = {"Extended": (0.5, 0.9), "Defaulted": (0.8, 1.3), "Performing": (0.2,
 DURATION = {"liquidity_squeeze": (3, 6), "leverage_buildup": (8, 16), "profit_collapse": (4, 8), "risk_disclosure": (1, 1)}
 LOOKAHEAD_QUARTERS = 2  # the window prepare must drop (DESIGN.md section 2)
 OUTLIER_PROBABILITY = 0.001
+MATURED_SHARE = 0.6  # Performing issuers whose reports stop before the last quarter
 HIGH_MISSING = {"EBIT-E": 3.0, "EBITDA-E": 3.0, "ITR": 2.5}  # multipliers of the base missing rate
 
 
@@ -90,7 +91,9 @@ def _timeline(cfg: SynthConfig, rng: np.random.Generator, n_quarters: int, perio
     n = len(labels)
     start = np.where(rng.random(n) < 0.6, 0, rng.integers(1, n_quarters - 11, n))
     last_row = np.full(n, n_quarters - 1)
-    matured = rng.random(n) < 0.15
+    # Many issuers leave the sample early (bonds mature): otherwise "last report in the final quarter"
+    # would give Performing away through the calendar (the macro values of the last step).
+    matured = rng.random(n) < MATURED_SHARE
     last_row[matured] = [int(rng.integers(min(s + 8, n_quarters - 2), n_quarters - 1)) for s in start[matured]]
     last_kept = last_row.copy()
     event_date: list = [pd.NaT] * n
@@ -199,12 +202,14 @@ def _financials(rng: np.random.Generator, n: int, n_quarters: int, effect: dict[
 
 
 def _heavy_tails(rng: np.random.Generator, values: dict[str, np.ndarray]) -> None:
-    """Rare extreme and sign-flipped values, then each indicator clipped to Table A.3's range."""
+    """Rare extreme and sign-flipped values (data errors included), then clipped to Table A.3's range."""
     for name, arr in values.items():
         _, lo, hi, _, _ = FINANCIAL[name]
         arr[~np.isfinite(arr)] = hi
+        # outliers spread log-uniformly between 1/1000 of Table A.3's extreme and the extreme itself
         hit = rng.random(arr.shape) < OUTLIER_PROBABILITY
-        arr[hit] *= 1.0 + rng.pareto(1.1, hit.sum()) * 20.0
+        toward_low = (rng.random(hit.sum()) < 0.3) & (lo < 0)
+        arr[hit] = np.where(toward_low, lo, hi) * 10.0 ** -rng.uniform(0.0, 3.0, hit.sum())
         if lo < 0:
             flip = rng.random(arr.shape) < OUTLIER_PROBABILITY / 2
             arr[flip] *= -1.0
