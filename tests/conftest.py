@@ -50,3 +50,14 @@ def paper_dataset_noval(tmp_path_factory, paper_inputs) -> Path:
     out = tmp_path_factory.mktemp("paper_dataset")
     prepare(paper_inputs, out, PrepareConfig(val_fraction=0.0))
     return out
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: bit-identical results, and no thread contention on 2 cores."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,146 @@
+"""The EMDLOT model (paper section 3, DESIGN.md section 3).
+
+    X (B,T,F) --feature attention--> u (B,T,d) --T-LSTM with delta_t--> h (B,T,H)
+              --temporal attention over valid steps--> z_num (B,H)
+    text (B,S,D) --chapter attention--> z_text (B,H)
+    (z_num, z_text) --modality attention--> z (B,H) --soft clustering--> y_hat (B,3)
+
+z_num pools all valid T-LSTM states with attention over time (not just the last state),
+so the temporal weights say which quarters the prediction leaned on.
+The forward pass returns the probabilities together with every attention map and the
+cluster memberships, so explanations come from the same computation as the prediction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from emdlot.model.attention import AdditiveAttention, ChapterAttention, FeatureAttention
+from emdlot.model.batch import Batch
+from emdlot.model.clustering import SingleHead, SoftClustering
+from emdlot.model.config import ModelConfig
+from emdlot.model.tlstm import TLSTM
+from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
+
+MODALITIES: tuple[str, ...] = ("numeric", "text")
+
+
+@dataclass
+class Encoding:
+    z: torch.Tensor  # (B, H) fused representation, before dropout
+    feature_attention: torch.Tensor  # (B, T, F) alpha; 0 on padded steps
+    temporal_weights: torch.Tensor  # (B, T) over valid steps; 0 on padded steps
+    chapter_weights: torch.Tensor  # (B, S) over sections; 0 where the text modality is unused
+    modality_weights: torch.Tensor  # (B, 2) over MODALITIES
+
+
+@dataclass
+class EMDLOTOutput(Encoding):
+    log_probs: torch.Tensor  # (B, C)
+    probs: torch.Tensor  # (B, C)
+    pi: torch.Tensor  # (B, K) cluster memberships; (B, 1) of ones without clustering
+    identifier_logits: torch.Tensor | None  # (B, K) before softmax; None without clustering
+
+
+@dataclass
+class Interpretation:
+    """One forward pass, per firm, as numpy arrays (the model's own explanation)."""
+
+    probabilities: np.ndarray  # (N, C)
+    predicted_class: np.ndarray  # (N,) index into CLASSES
+    feature_attention: np.ndarray  # (N, T, F) feature x quarter map
+    temporal_weights: np.ndarray  # (N, T)
+    chapter_weights: np.ndarray  # (N, S), sections in SECTIONS order
+    modality_weights: np.ndarray  # (N, 2), MODALITIES order
+    cluster_membership: np.ndarray  # (N, K) pi
+    cluster: np.ndarray  # (N,) argmax of pi
+
+
+class EMDLOT(nn.Module):
+    def __init__(self, config: ModelConfig, num_features: int, num_sections: int = len(SECTIONS),
+                 text_dim: int = TEXT_DIMS, num_classes: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.config = config
+        self.num_features = num_features
+        self.num_sections = num_sections
+        hidden = config.hidden_size
+        uniform = not config.use_attention
+        self.feature_attention = FeatureAttention(num_features, config.feature_embed_size, config.numeric_feature_temperature, uniform)
+        self.tlstm = TLSTM(config.feature_embed_size, hidden)
+        self.temporal_attention = AdditiveAttention(hidden, hidden, config.temporal_temperature, uniform=uniform)
+        if config.use_text:
+            self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
+            self.modality_attention = AdditiveAttention(hidden, hidden, config.modal_temperature, num_item_vectors=len(MODALITIES), uniform=uniform)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.use_clustering:
+            self.head: SoftClustering | SingleHead = SoftClustering(config.num_clusters, hidden, config.head_width, num_classes, config.dropout)
+        else:
+            self.head = SingleHead(hidden, config.head_width, num_classes, config.dropout)
+
+    @property
+    def centroids(self) -> nn.Parameter | None:
+        return self.head.centroids if isinstance(self.head, SoftClustering) else None
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """Everything before the fused representation z (what the warm-up trains)."""
+        head_ids = {id(p) for p in self.head.parameters()}
+        return [p for p in self.parameters() if id(p) not in head_ids]
+
+    def encode(self, batch: Batch) -> Encoding:
+        x, mask = batch["X"], batch["mask"]
+        if x.dim() != 3 or x.shape[-1] != self.num_features:
+            raise ValueError(f"batch X must be (batch, steps, {self.num_features}), got {tuple(x.shape)}")
+        step_input, alpha = self.feature_attention(x, mask)
+        hidden, _ = self.tlstm(step_input, batch["delta_t"], mask)
+        z_num, temporal = self.temporal_attention(hidden, mask)
+
+        batch_size = x.shape[0]
+        if not self.config.use_text:
+            modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)
+            modality[:, 0] = 1.0
+            chapters = torch.zeros(batch_size, self.num_sections, dtype=z_num.dtype, device=z_num.device)
+            return Encoding(z=z_num, feature_attention=alpha, temporal_weights=temporal, chapter_weights=chapters, modality_weights=modality)
+
+        text, text_mask = batch["text"], batch["text_mask"]
+        if text.shape[1] != self.num_sections:
+            raise ValueError(f"batch text has {text.shape[1]} sections, the model was built for {self.num_sections}")
+        z_text, chapters = self.chapter_attention(text, text_mask)
+        modality_mask = torch.stack([torch.ones_like(text_mask), text_mask], dim=1)
+        z, modality = self.modality_attention(torch.stack([z_num, z_text], dim=1), modality_mask)
+        return Encoding(z=z, feature_attention=alpha, temporal_weights=temporal, chapter_weights=chapters, modality_weights=modality)
+
+    def forward(self, batch: Batch) -> EMDLOTOutput:
+        encoding = self.encode(batch)
+        out = self.head(self.dropout(encoding.z))
+        return EMDLOTOutput(
+            **{f.name: getattr(encoding, f.name) for f in fields(Encoding)},
+            log_probs=out.log_probs,
+            probs=out.log_probs.exp(),
+            pi=out.pi,
+            identifier_logits=out.identifier_logits,
+        )
+
+    @torch.no_grad()
+    def interpret(self, batch: Batch) -> Interpretation:
+        """Prediction and explanation of every firm in `batch`, in eval mode (no dropout)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(batch)
+        finally:
+            self.train(was_training)
+        probs = out.probs.cpu().numpy()
+        pi = out.pi.cpu().numpy()
+        return Interpretation(
+            probabilities=probs,
+            predicted_class=probs.argmax(axis=1),
+            feature_attention=out.feature_attention.cpu().numpy(),
+            temporal_weights=out.temporal_weights.cpu().numpy(),
+            chapter_weights=out.chapter_weights.cpu().numpy(),
+            modality_weights=out.modality_weights.cpu().numpy(),
+            cluster_membership=pi,
+            cluster=pi.argmax(axis=1),
+        )

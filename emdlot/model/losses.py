@@ -1,0 +1,54 @@
+"""The three-part loss (paper section 3.4, DESIGN.md 3.6):
+
+    L = CE(y_hat, y) + dist_loss_weight * L_dist + cluster_loss_weight * L_sep
+
+L_dist = 1 - H(mean_batch pi) / log K is 0 when the batch uses all clusters equally and 1
+when it uses one; L_sep = 1 / mean_{k<l} ||c_k - c_l|| falls as centroids move apart.
+With one cluster (or no clustering) both terms are 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    cross_entropy: torch.Tensor
+    distribution: torch.Tensor  # L_dist, unweighted
+    separation: torch.Tensor  # L_sep, unweighted
+
+
+def classification_loss(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the mixture's class probabilities (given as logs) against labels."""
+    return F.nll_loss(log_probs, y)
+
+
+def distribution_loss(pi: torch.Tensor) -> torch.Tensor:
+    """1 - normalised entropy of the batch-mean cluster membership; pi is (B, K)."""
+    num_clusters = pi.shape[-1]
+    if num_clusters < 2:
+        return pi.new_zeros(())
+    usage = pi.mean(dim=0)
+    entropy = -(usage * torch.log(usage.clamp_min(torch.finfo(usage.dtype).tiny))).sum()
+    return 1.0 - entropy / math.log(num_clusters)
+
+
+def separation_loss(centroids: torch.Tensor) -> torch.Tensor:
+    """Inverse mean pairwise Euclidean distance between the K centroids (K, H)."""
+    if centroids.shape[0] < 2:
+        return centroids.new_zeros(())
+    return 1.0 / torch.pdist(centroids).mean()
+
+
+def emdlot_loss(log_probs: torch.Tensor, y: torch.Tensor, pi: torch.Tensor, centroids: torch.Tensor | None,
+                dist_loss_weight: float, cluster_loss_weight: float) -> LossTerms:
+    """All three terms and their weighted sum; `centroids` is None for the one-head ablation."""
+    ce = classification_loss(log_probs, y)
+    dist = distribution_loss(pi)
+    sep = separation_loss(centroids) if centroids is not None else ce.new_zeros(())
+    return LossTerms(total=ce + dist_loss_weight * dist + cluster_loss_weight * sep, cross_entropy=ce, distribution=dist, separation=sep)

@@ -1,0 +1,5 @@
+"""Fitting EMDLOT: CAMELOT-style initialisation and the early-stopped training loop (no Ray here)."""
+from emdlot.training.init import InitReport, initialise_clusters
+from emdlot.training.loop import EpochRecord, FitResult, History, evaluate, fit, interpret, predict_proba
+
+__all__ = ["InitReport", "initialise_clusters", "EpochRecord", "FitResult", "History", "evaluate", "fit", "interpret", "predict_proba"]

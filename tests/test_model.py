@@ -1,0 +1,214 @@
+"""The assembled model: attention normalisation and masks, gradients, ablations, interpretation, config, input checks."""
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from emdlot.data.arrays import SequenceArrays
+from emdlot.model import EMDLOT, EMDLOTConfig, ModelConfig, load_emdlot_config, to_batch
+from emdlot.model.attention import AdditiveAttention, masked_softmax
+from emdlot.model.losses import emdlot_loss
+
+STEPS, FEATURES, SECTIONS, TEXT_DIM = 6, 5, 2, 4
+SMALL = dict(hidden_size=12, feature_embed_size=6, num_clusters=3, dropout=0.0)
+
+
+
+
+def random_arrays(n=7, seed=0) -> SequenceArrays:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, STEPS + 1, size=n)
+    lengths[0] = STEPS
+    mask = np.arange(STEPS)[None, :] >= STEPS - lengths[:, None]  # pre-padded
+    x = rng.normal(size=(n, STEPS, FEATURES)).astype(np.float32) * mask[:, :, None]
+    delta_t = (rng.integers(1, 3, size=(n, STEPS)) * 3.0).astype(np.float32) * mask
+    text_mask = np.ones(n, dtype=bool)
+    text_mask[[1, 4]] = False
+    text = rng.normal(size=(n, SECTIONS, TEXT_DIM)).astype(np.float32) * text_mask[:, None, None]
+    return SequenceArrays(firm_id=np.array([f"firm{i}" for i in range(n)]), X=x, mask=mask, delta_t=delta_t,
+                          text=text, text_mask=text_mask, y=np.arange(n) % 3)
+
+
+def build(seed=0, **changes) -> EMDLOT:
+    torch.manual_seed(seed)
+    return EMDLOT(ModelConfig(**{**SMALL, **changes}), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+
+
+def test_attention_weights_sum_to_one_over_their_axis_and_respect_masks():
+    arrays = random_arrays()
+    batch = to_batch(arrays)
+    out = build().eval()(batch)
+    mask, text_mask = batch["mask"], batch["text_mask"]
+    ones = torch.ones_like
+
+    alpha_sums = out.feature_attention.sum(-1)  # over features, per valid quarter
+    torch.testing.assert_close(alpha_sums[mask], ones(alpha_sums[mask]))
+    assert torch.all(out.feature_attention[~mask] == 0)
+    torch.testing.assert_close(out.temporal_weights.sum(-1), ones(out.temporal_weights[:, 0]))
+    assert torch.all(out.temporal_weights[~mask] == 0)
+    torch.testing.assert_close(out.chapter_weights[text_mask].sum(-1), ones(out.chapter_weights[text_mask][:, 0]))
+    assert torch.all(out.chapter_weights[~text_mask] == 0)
+    torch.testing.assert_close(out.modality_weights.sum(-1), ones(out.modality_weights[:, 0]))
+    assert torch.all(out.modality_weights[~text_mask, 1] == 0)
+    assert torch.all(out.modality_weights[text_mask, 1] > 0)
+    torch.testing.assert_close(out.pi.sum(-1), ones(out.pi[:, 0]))
+    torch.testing.assert_close(out.probs.sum(-1), ones(out.probs[:, 0]))
+    assert out.pi.shape == (len(arrays), 3)
+
+
+def test_firm_without_text_ignores_its_text_values():
+    arrays = random_arrays()
+    model = build().eval()
+    before = model(to_batch(arrays)).probs
+    arrays.text[1] = 100.0  # firm 1 has text_mask False
+    after = model(to_batch(arrays)).probs
+    torch.testing.assert_close(after, before)
+
+
+def test_prediction_does_not_depend_on_how_much_padding_precedes():
+    arrays = random_arrays()
+    model = build().eval()
+    base = model(to_batch(arrays))
+    pad = 3
+    longer = SequenceArrays(
+        firm_id=arrays.firm_id, y=arrays.y, text=arrays.text, text_mask=arrays.text_mask,
+        X=np.concatenate([np.full((len(arrays), pad, FEATURES), 7.0, np.float32), arrays.X], axis=1),
+        mask=np.concatenate([np.zeros((len(arrays), pad), bool), arrays.mask], axis=1),
+        delta_t=np.concatenate([np.full((len(arrays), pad), 5.0, np.float32), arrays.delta_t], axis=1),
+    )
+    padded = model(to_batch(longer))
+    torch.testing.assert_close(padded.probs, base.probs)
+    torch.testing.assert_close(padded.temporal_weights[:, pad:], base.temporal_weights)
+    torch.testing.assert_close(padded.feature_attention[:, pad:], base.feature_attention)
+
+
+def test_gradients_reach_every_parameter():
+    batch = to_batch(random_arrays())
+    model = build(dropout=0.3).train()
+    out = model(batch)
+    emdlot_loss(out.log_probs, batch["y"], out.pi, model.centroids, 0.035, 0.004).total.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_temperature_sharpens_or_flattens_attention():
+    torch.manual_seed(0)
+    items = torch.randn(4, 5, 3)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    cold = AdditiveAttention(3, 3, temperature=0.5)
+    hot = AdditiveAttention(3, 3, temperature=3.0)
+    hot.load_state_dict(cold.state_dict())
+    entropy = lambda w: -(w * w.log()).sum(-1)
+    assert torch.all(entropy(hot(items, mask)[1]) > entropy(cold(items, mask)[1]))
+
+
+def test_masked_softmax_all_masked_row_is_zero_not_nan():
+    w = masked_softmax(torch.randn(2, 3), torch.tensor([[True, False, True], [False, False, False]]))
+    assert w[0, 1] == 0 and w[0].sum().item() == pytest.approx(1.0)
+    assert torch.equal(w[1], torch.zeros(3))
+
+
+def test_abl1_no_text_uses_only_the_numeric_modality():
+    arrays = random_arrays()
+    model = build(use_text=False).eval()
+    out = model(to_batch(arrays))
+    assert torch.all(out.modality_weights[:, 0] == 1) and torch.all(out.modality_weights[:, 1] == 0)
+    assert torch.all(out.chapter_weights == 0)
+    assert not any("chapter" in name or "modality" in name for name, _ in model.named_parameters())
+    arrays.text += 5.0
+    torch.testing.assert_close(model(to_batch(arrays)).probs, out.probs)
+
+
+def test_abl2_no_clustering_has_one_head_and_no_cluster_terms():
+    batch = to_batch(random_arrays())
+    model = build(use_clustering=False)
+    out = model(batch)
+    assert model.centroids is None and out.identifier_logits is None
+    assert torch.equal(out.pi, torch.ones(len(batch["y"]), 1))
+    terms = emdlot_loss(out.log_probs, batch["y"], out.pi, model.centroids, 0.035, 0.004)
+    assert terms.distribution.item() == 0 and terms.separation.item() == 0
+
+
+def test_abl3_no_attention_weighs_uniformly_and_has_no_scoring_parameters():
+    batch = to_batch(random_arrays())
+    out = build(use_attention=False).eval()(batch)
+    mask, text_mask = batch["mask"], batch["text_mask"]
+    torch.testing.assert_close(out.feature_attention[mask], torch.full_like(out.feature_attention[mask], 1 / FEATURES))
+    lengths = mask.sum(-1, keepdim=True).float()
+    torch.testing.assert_close(out.temporal_weights, mask.float() / lengths)
+    torch.testing.assert_close(out.chapter_weights[text_mask], torch.full_like(out.chapter_weights[text_mask], 0.5))
+    torch.testing.assert_close(out.modality_weights[text_mask], torch.full_like(out.modality_weights[text_mask], 0.5))
+    assert torch.all(out.modality_weights[~text_mask, 0] == 1)
+    names = [name for name, _ in build(use_attention=False).named_parameters()]
+    assert not any("score_vector" in name or "pool.project" in name for name in names)
+
+
+def test_interpret_comes_from_the_same_forward_pass_and_keeps_the_mode():
+    batch = to_batch(random_arrays())
+    model = build(dropout=0.5).train()
+    explanation = model.interpret(batch)
+    assert model.training  # restored
+    model.eval()
+    out = model(batch)
+    np.testing.assert_allclose(explanation.probabilities, out.probs.detach().numpy())
+    np.testing.assert_allclose(explanation.feature_attention, out.feature_attention.detach().numpy())
+    np.testing.assert_allclose(explanation.temporal_weights, out.temporal_weights.detach().numpy())
+    np.testing.assert_allclose(explanation.chapter_weights, out.chapter_weights.detach().numpy())
+    np.testing.assert_allclose(explanation.modality_weights, out.modality_weights.detach().numpy())
+    np.testing.assert_allclose(explanation.cluster_membership, out.pi.detach().numpy())
+    assert explanation.feature_attention.shape == (7, STEPS, FEATURES)
+    np.testing.assert_array_equal(explanation.cluster, explanation.cluster_membership.argmax(1))
+    np.testing.assert_array_equal(explanation.predicted_class, explanation.probabilities.argmax(1))
+
+
+def test_config_defaults_are_the_table5_optimum_and_yaml_round_trips(tmp_path):
+    config = EMDLOTConfig()
+    assert (config.model.hidden_size, config.model.dropout, config.model.num_clusters) == (512, 0.3, 8)
+    assert (config.model.modal_temperature, config.model.numeric_feature_temperature, config.model.text_feature_temperature) == (2.6, 0.9, 0.55)
+    assert config.train.learning_rate == 0.0006175651418191845 and config.train.weight_decay == 1.0162398945608497e-06
+    assert (config.train.cluster_loss_weight, config.train.dist_loss_weight, config.train.patience, config.train.batch_size) == (0.004, 0.035, 13, 8)
+
+    path = tmp_path / "emdlot.yaml"
+    path.write_text(yaml.safe_dump({"model": {"hidden_size": 256, "use_text": False}, "train": {"patience": 5, "score_weights": {"recall": 1.0}}}))
+    loaded = load_emdlot_config(path)
+    assert loaded.model.hidden_size == 256 and not loaded.model.use_text and loaded.train.patience == 5
+    assert loaded.train.score_weights.recall == 1.0 and loaded.model.dropout == 0.3
+    path.write_text(yaml.safe_dump({"model": {"hiden_size": 256}}))
+    with pytest.raises(ValueError, match=r"(?s)emdlot\.yaml.*hiden_size"):
+        load_emdlot_config(path)
+
+
+def test_flat_hyperparameters_route_to_their_section():
+    config = EMDLOTConfig().with_params({"hidden_size": 768, "batch_size": 32, "dist_loss_weight": 0.05})
+    assert config.model.hidden_size == 768 and config.train.batch_size == 32 and config.train.dist_loss_weight == 0.05
+    with pytest.raises(ValueError, match="unknown EMDLOT hyperparameter 'hidden'"):
+        EMDLOTConfig().with_params({"hidden": 3})
+    with pytest.raises(ValueError):
+        EMDLOTConfig().with_params({"dropout": 1.5})
+    assert not EMDLOTConfig().ablation("ABL3").model.use_attention
+
+
+def test_bad_arrays_are_reported_with_firm_and_position():
+    arrays = random_arrays()
+    arrays.X[2, -1, 3] = np.nan
+    with pytest.raises(ValueError, match=r"'firm2' \(row 2\).*step 5, feature column 3"):
+        to_batch(arrays)
+    arrays = random_arrays()
+    arrays.delta_t[3, -1] = -3.0
+    with pytest.raises(ValueError, match=r"delta_t: firm 'firm3'"):
+        to_batch(arrays)
+    arrays = random_arrays()
+    arrays.mask[5] = False
+    with pytest.raises(ValueError, match=r"'firm5' \(row 5\) has no valid quarter"):
+        to_batch(arrays)
+
+
+def test_values_at_padded_positions_are_never_seen():
+    arrays = random_arrays()
+    padded = ~arrays.mask
+    assert padded.any()
+    arrays.X[padded] = np.nan
+    arrays.delta_t[padded] = -1.0
+    arrays.text[~arrays.text_mask] = np.nan
+    batch = to_batch(arrays)
+    assert torch.isfinite(build().eval()(batch).probs).all()

@@ -1,0 +1,169 @@
+"""The T-LSTM layer against a step-by-step reference, against nn.LSTM, and its padding/decay behaviour."""
+import math
+
+import pytest
+import torch
+
+from emdlot.model.tlstm import TLSTM, elapsed_time_decay
+
+
+def reference_tlstm(layer: TLSTM, x, delta_t, mask):
+    """Baytas et al. written out one step at a time with plain autograd ops."""
+    batch, steps, _ = x.shape
+    size = layer.hidden_size
+    h = x.new_zeros(batch, size)
+    c = x.new_zeros(batch, size)
+    hs, cs = [], []
+    for t in range(steps):
+        short = torch.tanh(c @ layer.weight_short.T + layer.bias_short)
+        g = (1.0 / torch.log(math.e + delta_t[:, t])).unsqueeze(1)
+        c_adj = (c - short) + g * short
+        pre = x[:, t] @ layer.weight_ih.T + h @ layer.weight_hh.T + layer.bias
+        i = torch.sigmoid(pre[:, :size])
+        f = torch.sigmoid(pre[:, size:2 * size])
+        cand = torch.tanh(pre[:, 2 * size:3 * size])
+        o = torch.sigmoid(pre[:, 3 * size:])
+        c_new = f * c_adj + i * cand
+        h_new = o * torch.tanh(c_new)
+        keep = mask[:, t].unsqueeze(1)
+        c = torch.where(keep, c_new, c)
+        h = torch.where(keep, h_new, h)
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(hs, 1), torch.stack(cs, 1)
+
+
+def irregular_inputs(batch=4, steps=7, features=5, seed=0, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, features, generator=gen, dtype=dtype)
+    delta_t = torch.randint(0, 4, (batch, steps), generator=gen).to(dtype) * 3.0  # 0, 3, 6, 9 months
+    mask = torch.ones(batch, steps, dtype=torch.bool)
+    mask[0, :3] = False  # pre-padded
+    mask[1, 2] = False  # a hole in the middle
+    mask[2, -2:] = False  # post-padded
+    return x, delta_t, mask
+
+
+def test_matches_step_by_step_reference_in_values_and_gradients():
+    torch.manual_seed(1)
+    layer = TLSTM(5, 6)
+    x, delta_t, mask = irregular_inputs()
+    x.requires_grad_(True)
+    hidden, memory = layer(x, delta_t, mask)
+    weights = torch.randn_like(hidden)
+    (hidden * weights).sum().add_((memory * weights.flip(0)).sum()).backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()} | {"x": x.grad.clone()}
+
+    layer.zero_grad()
+    x.grad = None
+    ref_hidden, ref_memory = reference_tlstm(layer, x, delta_t, mask)
+    (ref_hidden * weights).sum().add_((ref_memory * weights.flip(0)).sum()).backward()
+    ref_grads = {name: p.grad for name, p in layer.named_parameters()} | {"x": x.grad}
+
+    torch.testing.assert_close(hidden, ref_hidden, atol=1e-6, rtol=0)
+    torch.testing.assert_close(memory, ref_memory, atol=1e-6, rtol=0)
+    for name, grad in ref_grads.items():
+        torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-5, msg=f"gradient of {name}")
+
+
+def test_hand_written_backward_passes_gradcheck():
+    torch.manual_seed(2)
+    layer = TLSTM(3, 4).double()
+    x, delta_t, mask = irregular_inputs(batch=3, steps=5, features=3, dtype=torch.float64)
+    names = [name for name, _ in layer.named_parameters()]
+
+    def run(x, *weights):
+        return torch.func.functional_call(layer, dict(zip(names, weights)), (x, delta_t, mask))
+
+    inputs = (x.requires_grad_(True),) + tuple(p.detach().clone().requires_grad_(True) for p in layer.parameters())
+    assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_zero_elapsed_time_equals_torch_lstm_with_copied_weights():
+    torch.manual_seed(3)
+    layer = TLSTM(5, 8)
+    lstm = torch.nn.LSTM(5, 8, batch_first=True)
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(layer.weight_ih)
+        lstm.weight_hh_l0.copy_(layer.weight_hh)
+        lstm.bias_ih_l0.copy_(layer.bias * 0.25)
+        lstm.bias_hh_l0.copy_(layer.bias * 0.75)
+    x = torch.randn(4, 9, 5)
+    hidden, memory = layer(x, torch.zeros(4, 9), torch.ones(4, 9, dtype=torch.bool))
+    expected, (h_n, c_n) = lstm(x)
+    torch.testing.assert_close(hidden, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(memory[:, -1], c_n[0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(hidden[:, -1], h_n[0], atol=1e-6, rtol=0)
+
+
+def test_padded_steps_change_nothing_wherever_they_are():
+    torch.manual_seed(4)
+    layer = TLSTM(5, 6)
+    x, delta_t, _ = irregular_inputs(batch=3, steps=6)
+    full = torch.ones(3, 6, dtype=torch.bool)
+    hidden, memory = layer(x, delta_t, full)
+
+    # Append and prepend padded steps holding garbage values and gaps.
+    junk_x = torch.full((3, 4, 5), 1e3)
+    junk_dt = torch.full((3, 4), 99.0)
+    off = torch.zeros(3, 4, dtype=torch.bool)
+    padded_x = torch.cat([junk_x, x, junk_x], 1)
+    padded_dt = torch.cat([junk_dt, delta_t, junk_dt], 1)
+    padded_mask = torch.cat([off, full, off], 1)
+    padded_hidden, padded_memory = layer(padded_x, padded_dt, padded_mask)
+
+    assert torch.equal(padded_hidden[:, 4:10], hidden)
+    assert torch.equal(padded_memory[:, 4:10], memory)
+    assert torch.equal(padded_hidden[:, :4], torch.zeros(3, 4, 6))  # nothing seen yet: initial state
+    assert torch.equal(padded_hidden[:, -1], hidden[:, -1])  # state carried through the trailing pads
+    assert torch.equal(padded_memory[:, -1], memory[:, -1])
+
+
+def test_elapsed_time_decay_is_one_at_zero_and_falls_with_the_gap():
+    gaps = torch.tensor([0.0, 1.0, 3.0, 6.0, 12.0, 60.0])
+    g = elapsed_time_decay(gaps)
+    assert g[0].item() == pytest.approx(1.0)
+    assert torch.all(g[1:] < g[:-1])
+    assert g[3].item() == pytest.approx(1.0 / math.log(math.e + 6.0))
+
+
+def test_longer_gap_discounts_more_of_the_short_term_memory():
+    """With the forget gate open and nothing new written, step 2's memory is C* = C_L + g(dt) * C_S."""
+    torch.manual_seed(5)
+    size = 4
+    layer = TLSTM(2, size)
+    with torch.no_grad():
+        for p in (layer.weight_ih, layer.weight_hh, layer.bias):
+            p.zero_()
+        layer.weight_ih[:size, 0] = 60.0  # input gate: open at step 1 (x_0 = 1) ...
+        layer.bias[:size] = -30.0  # ... shut at step 2 (x_0 = 0)
+        layer.bias[size:2 * size] = 30.0  # forget gate open
+        layer.weight_ih[2 * size:3 * size, 1] = torch.randn(size) * 2  # step 1 writes a candidate
+    x = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+
+    def memory(gap: float) -> torch.Tensor:
+        with torch.no_grad():
+            return layer(x, torch.tensor([[0.0, gap]]), mask)[1][0]
+
+    c1 = memory(0.0)[0]
+    short = torch.tanh(layer.weight_short.detach() @ c1 + layer.bias_short.detach())
+    long_term = c1 - short
+    moved = []
+    for gap in (0.0, 3.0, 12.0, 120.0):
+        c2 = memory(gap)[1]
+        torch.testing.assert_close(c2, long_term + elapsed_time_decay(torch.tensor(gap)) * short, atol=1e-5, rtol=0)
+        moved.append((c2 - c1).norm().item())
+    # No gap keeps the memory; each longer gap discounts more of the short-term part.
+    assert moved[0] == pytest.approx(0.0, abs=1e-5)
+    assert moved[1] > 0 and moved == sorted(moved)
+    assert (memory(1e6)[1] - long_term).norm() < (memory(3.0)[1] - long_term).norm()
+
+
+def test_rejects_negative_elapsed_time_and_bad_shapes():
+    layer = TLSTM(2, 3)
+    x = torch.zeros(1, 2, 2)
+    with pytest.raises(ValueError, match="negative elapsed"):
+        layer(x, torch.tensor([[0.0, -1.0]]), torch.ones(1, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"\(batch, steps, 2\)"):
+        layer(torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool))
