@@ -1,0 +1,136 @@
+"""Prospectus text features: key-information extraction, BERT embedding, PCA per section.
+
+    python flows/embed.py --data DIR --out OUT [--manifest PATH | --train-firms FILE]
+        [--config YAML] [--backend extractive|transformers|vllm] [--embedder PATH]
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python flows/embed.py --data /abs/DIR --out /abs/OUT ...
+
+Writes OUT/text_features.parquet (firm_id + 80 PCA features), extractions.parquet,
+text_status.parquet (every firm, with the reason when it has no features),
+text_pca.joblib (for prediction) and embed_summary.json; logs the run to MLflow.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import joblib
+import ray
+
+from emdlot import tracking
+from emdlot.text.config import load_embed_config
+from emdlot.text.io import InputError, find_prospectus, read_firm_list, read_prospectus, read_split
+from emdlot.text.pipeline import run_text_pipeline
+
+log = logging.getLogger("emdlot.embed")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", required=True, type=Path, help="folder with prospectus.parquet or prospectus.csv")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--manifest", type=Path, help="manifest.csv of `emdlot prepare` (default: DATA/manifest.csv)")
+    split.add_argument("--train-firms", type=Path, help="file with one training firm_id per line")
+    p.add_argument("--config", type=Path, help="YAML settings (default: emdlot/configs/embed.yaml)")
+    p.add_argument("--backend", choices=["extractive", "transformers", "vllm"], help="extraction backend")
+    p.add_argument("--llm", help="causal LM (hub id or local path) for the transformers/vllm backends")
+    p.add_argument("--embedder", help="BERT folder or cached hub id (default: hfl/chinese-bert-wwm-ext)")
+    p.add_argument("--pooling", choices=["cls", "mean"])
+    p.add_argument("--cache-dir", type=Path, help="content-hash cache (default: OUT/cache)")
+    p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (local mode only)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace):
+    cfg = load_embed_config(args.config)
+    updates = {"extract": {}, "embedder": {}}
+    if args.backend:
+        updates["extract"]["backend"] = args.backend
+    if args.llm:
+        updates["extract"]["llm"] = {**cfg.extract.llm.model_dump(), "model": args.llm}
+    if args.embedder:
+        updates["embedder"]["model"] = args.embedder
+    if args.pooling:
+        updates["embedder"]["pooling"] = args.pooling
+    raw = cfg.model_dump()
+    for section, values in updates.items():
+        raw[section] |= values
+    return type(cfg).model_validate(raw)
+
+
+def read_split_table(args: argparse.Namespace):
+    if args.train_firms:
+        return read_firm_list(args.train_firms)
+    manifest = args.manifest or args.data / "manifest.csv"
+    if not manifest.exists():
+        raise InputError(f"no split: {manifest} does not exist; give --manifest PATH or --train-firms FILE")
+    return read_split(manifest)
+
+
+def init_ray(args: argparse.Namespace) -> None:
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, ignore_reinit_error=True)
+    else:  # "local": never attach to a stale cluster by accident
+        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        cfg = build_config(args)
+        source = find_prospectus(args.data)
+        prospectus = read_prospectus(source)
+        split = read_split_table(args)
+    except (InputError, ValueError, FileNotFoundError) as err:
+        print(f"embed: error: {err}", file=sys.stderr)
+        return 2
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache_dir = args.cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else args.out / "cache")
+    init_ray(args)
+    try:
+        result = run_text_pipeline(prospectus, split, cfg, cache_dir)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"embed: error: {err}", file=sys.stderr)
+        return 2
+
+    out = args.out
+    result.features.to_parquet(out / "text_features.parquet", index=False)
+    result.extractions.to_parquet(out / "extractions.parquet", index=False)
+    result.firms.to_parquet(out / "text_status.parquet", index=False)
+    joblib.dump({"pcas": result.pca.pcas, "embedder_kind": result.embedder.kind,
+                 "embedder_source": result.embedder.source, "fallback_model": result.fallback_model,
+                 "config": cfg.model_dump()}, out / "text_pca.joblib")
+    summary = {"input": str(source), "embedder": result.embedder.kind, "embedder_source": result.embedder.source,
+               "embedder_reason": result.embedder.reason, **result.stats}
+    (out / "embed_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=float))
+
+    with tracking.mlflow_run(cfg.experiment, run_name=f"embed-{cfg.extract.backend}",
+                             tags={"flow": "embed", "embedder": result.embedder.kind},
+                             uri=args.tracking_uri):
+        tracking.log_params(cfg.model_dump())
+        tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source,
+                             "data": str(source)})
+        tracking.log_metrics(result.stats)
+        tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
+        tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
+        tracking.log_table(result.firms, "text", "text_status.csv")
+
+    variance = result.stats["pca_explained_variance_total"]
+    print(f"embed: {len(result.features)} firms with text features -> {out / 'text_features.parquet'}; "
+          f"embedder={result.embedder.kind}; PCA explained variance {variance:.4f}; "
+          f"{result.stats['firms_no_text']} firms without text (see text_status.parquet)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The embed flow submitted as a Ray job to a local head started by the test.
+
+The head runs in a new process group and the test ends exactly that group (never
+`ray stop`, which would end every Ray process on the machine, other users' too).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fixtures_text import build_tiny_bert, make_corpus, write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 3) -> None:
+    """End the process group this test started: SIGTERM (the head drains), then SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what is left of the group: raylet, gcs, workers
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def env_with_venv() -> dict:
+    """This venv first on PATH (the job's `python`); the CLI sends the head's auth token."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
+            "RAY_AUTH_MODE": "token"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("job")
+    prospectus, manifest = make_corpus(64, seed=2)
+    write_dataset(root / "data", prospectus, manifest)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    gcs, dashboard, client, node, obj, agent_http, agent_grpc, metrics, runtime_env = free_ports(9)
+    temp = tempfile.mkdtemp(prefix="rayh", dir="/tmp")
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs}", "--num-cpus=2",
+           "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--include-dashboard=true",
+           f"--ray-client-server-port={client}", f"--node-manager-port={node}", f"--object-manager-port={obj}",
+           f"--dashboard-agent-listen-port={agent_http}", f"--dashboard-agent-grpc-port={agent_grpc}",
+           f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}", f"--temp-dir={temp}",
+           "--node-ip-address=127.0.0.1"]
+    head = subprocess.Popen(cmd, env=env_with_venv(), cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    import urllib.error
+    import urllib.request
+
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2).close()
+            break
+        except urllib.error.HTTPError:  # it answers (401 without the token): it is up
+            break
+        except OSError:
+            pass
+        if head.poll() is not None or time.time() > deadline:
+            stop_group(head)
+            pytest.fail(f"ray head did not come up: {head.stdout.read() if head.poll() is not None else 'timeout'}")
+        time.sleep(0.5)
+    yield address
+    stop_group(head)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_job_submit_runs_the_flow_on_a_local_head(ray_head, dataset):
+    bert = build_tiny_bert(dataset / "bert")
+    out = dataset / "out_job"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={ray_head}", "--working-dir", str(ROOT), "--",
+           "python", "flows/embed.py", "--data", str(dataset / "data"), "--out", str(out),
+           "--embedder", str(bert), "--tracking-uri", f"sqlite:///{dataset / 'mlflow.db'}"]
+    done = subprocess.run(cmd, env=env_with_venv(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout
+    features = pd.read_parquet(out / "text_features.parquet")
+    assert len(features) == 64 and features.shape[1] == 81
+    summary = json.loads((out / "embed_summary.json").read_text())
+    assert summary["embedder"] == "bert" and summary["embed_computed"] == 128
