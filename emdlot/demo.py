@@ -9,6 +9,7 @@ from pathlib import Path
 
 from importlib.resources import files
 
+import ray
 import torch
 
 from emdlot import tracking
@@ -20,6 +21,10 @@ from emdlot.evaluation import explain
 from emdlot.model.batch import to_batch
 from emdlot.model.config import load_emdlot_config
 from emdlot.synth import generate, write_dataset
+from emdlot.text.config import load_embed_config
+from emdlot.text.io import find_prospectus, read_prospectus, read_split
+from emdlot.text.outputs import FEATURES_FILE, describe, log_run, save_outputs
+from emdlot.text.pipeline import run_text_pipeline
 from emdlot.training import evaluate, fit, interpret
 
 DEMO_MODEL_CONFIG = files("emdlot") / "configs" / "demo_model.yaml"
@@ -31,7 +36,7 @@ def _step(name: str):
 
 
 def run_demo(out: Path, firms: int = 1994, seed: int = 86) -> int:
-    data_dir, dataset_dir = out / "data", out / "dataset"
+    data_dir, dataset_dir, text_dir = out / "data", out / "dataset", out / "text"
     t = _step(f"synth: {firms} paper-shaped issuers -> {data_dir}")
     write_dataset(generate(SynthConfig(firms=firms, seed=seed)), data_dir)
     print(f"[demo]   done in {time.perf_counter() - t:.1f}s")
@@ -49,12 +54,32 @@ def run_demo(out: Path, firms: int = 1994, seed: int = 86) -> int:
     print(f"[demo]   done in {time.perf_counter() - t:.1f}s; firms per split: {meta.counts}")
 
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}"
+    t = _step(f"embed: prospectus extraction and embedding on Ray Data (local), PCA on training firms -> {text_dir}")
+    text_features = embed_text(data_dir, dataset_dir / "manifest.csv", text_dir, uri)
+    print(f"[demo]   done in {time.perf_counter() - t:.1f}s")
+
     t = _step(f"train: one EMDLOT run (seed {seed}, {DEMO_MODEL_CONFIG.name}) tracked in {uri}")
-    train_and_log(dataset_dir, text_features=None, seed=seed, uri=uri, out=out)
+    train_and_log(dataset_dir, text_features=text_features, seed=seed, uri=uri, out=out)
     print(f"[demo]   done in {time.perf_counter() - t:.1f}s")
     print(f"[demo] outputs: {out.resolve()} (manifest: {dataset_dir / 'manifest.csv'})")
     print(f"[demo] review: mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
     return 0
+
+
+def embed_text(data_dir: Path, manifest: Path, text_dir: Path, uri: str) -> Path:
+    """The embed flow's chain with its default settings (extractive extraction; Chinese-BERT-wwm when it
+    is in the Hugging Face cache, else the announced TF-IDF fallback) on a local Ray."""
+    cfg = load_embed_config(None)
+    source = find_prospectus(data_dir)
+    ray.init(address="local", include_dashboard=False, ignore_reinit_error=True)
+    try:
+        result = run_text_pipeline(read_prospectus(source), read_split(manifest), cfg, text_dir / "cache")
+    finally:
+        ray.shutdown()
+    save_outputs(result, cfg, text_dir, source)
+    log_run(result, cfg, text_dir, source, uri=uri)
+    print(f"[demo]   {describe(result, text_dir)}")
+    return text_dir / FEATURES_FILE
 
 
 def train_and_log(dataset_dir: Path, text_features: Path | None, seed: int, uri: str, out: Path) -> dict[str, float]:

@@ -12,18 +12,16 @@ text_pca.joblib (for prediction) and embed_summary.json; logs the run to MLflow.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-import joblib
 import ray
 
-from emdlot import tracking
 from emdlot.text.config import load_embed_config
 from emdlot.text.io import InputError, find_prospectus, read_firm_list, read_prospectus, read_split
+from emdlot.text.outputs import describe, log_run, save_outputs
 from emdlot.text.pipeline import run_text_pipeline
 
 log = logging.getLogger("emdlot.embed")
@@ -103,32 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2
 
-    out = args.out
-    result.features.to_parquet(out / "text_features.parquet", index=False)
-    result.extractions.to_parquet(out / "extractions.parquet", index=False)
-    result.firms.to_parquet(out / "text_status.parquet", index=False)
-    joblib.dump({"pcas": result.pca.pcas, "embedder_kind": result.embedder.kind,
-                 "embedder_source": result.embedder.source, "fallback_model": result.fallback_model,
-                 "config": cfg.model_dump()}, out / "text_pca.joblib")
-    summary = {"input": str(source), "embedder": result.embedder.kind, "embedder_source": result.embedder.source,
-               "embedder_reason": result.embedder.reason, **result.stats}
-    (out / "embed_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=float))
-
-    with tracking.mlflow_run(cfg.experiment, run_name=f"embed-{cfg.extract.backend}",
-                             tags={"flow": "embed", "embedder": result.embedder.kind},
-                             uri=args.tracking_uri):
-        tracking.log_params(cfg.model_dump())
-        tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source,
-                             "data": str(source)})
-        tracking.log_metrics(result.stats)
-        tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
-        tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
-        tracking.log_table(result.firms, "text", "text_status.csv")
-
-    variance = result.stats["pca_explained_variance_total"]
-    print(f"embed: {len(result.features)} firms with text features -> {out / 'text_features.parquet'}; "
-          f"embedder={result.embedder.kind}; PCA explained variance {variance:.4f}; "
-          f"{result.stats['firms_no_text']} firms without text (see text_status.parquet)")
+    save_outputs(result, cfg, args.out, source)
+    log_run(result, cfg, args.out, source, uri=args.tracking_uri)
+    print(f"embed: {describe(result, args.out)}")
     return 0
 
 

@@ -28,3 +28,16 @@ def test_demo_runs_the_chain_and_tracks_the_model(tmp_path):
     importance = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="explanations/feature_importance.csv",
                                                                  tracking_uri=f"sqlite:///{out / 'mlflow.db'}"))
     assert len(importance) == 68 and abs(importance["attention_pct"].sum() - 100) < 1e-3
+
+    # the embed step ran through the same library calls as flows/embed.py and fed the model
+    status = pd.read_parquet(out / "text" / "text_status.parquet")
+    assert set(status["firm_id"]) == set(manifest["firm_id"])
+    features = pd.read_parquet(out / "text" / "text_features.parquet")
+    assert features.shape[1] == 1 + 80 and set(features["firm_id"]) <= set(manifest["firm_id"])
+    assert len(features) == (status["status"] != "no_text").sum() > 0.9 * len(manifest)
+    assert run.data.params["text_features"] == str(out / "text" / "text_features.parquet")
+    (embed_run,) = client.search_runs([client.get_experiment_by_name("emdlot-embed").experiment_id])
+    assert embed_run.info.status == "FINISHED" and 0 < embed_run.data.metrics["pca_explained_variance_total"] <= 1
+    chapters = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="explanations/chapter_weights.csv",
+                                                               tracking_uri=f"sqlite:///{out / 'mlflow.db'}"))
+    assert chapters.select_dtypes("number").to_numpy().max() > 0  # text reached the model

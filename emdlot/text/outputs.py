@@ -1,0 +1,53 @@
+"""What a text run leaves behind: the feature table, the extractions, every firm's status,
+the fitted PCA for prediction, a summary, and the MLflow run that records them.
+
+The embed flow and the demo both finish a run with these two calls.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import joblib
+
+from emdlot import tracking
+from emdlot.text.config import EmbedConfig
+from emdlot.text.pipeline import TextOutputs
+
+FEATURES_FILE = "text_features.parquet"
+
+
+def save_outputs(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path) -> dict:
+    """Write the run's files to `out`; returns the summary also written as embed_summary.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.features.to_parquet(out / FEATURES_FILE, index=False)
+    result.extractions.to_parquet(out / "extractions.parquet", index=False)
+    result.firms.to_parquet(out / "text_status.parquet", index=False)
+    joblib.dump({"pcas": result.pca.pcas, "embedder_kind": result.embedder.kind,
+                 "embedder_source": result.embedder.source, "fallback_model": result.fallback_model,
+                 "config": cfg.model_dump()}, out / "text_pca.joblib")
+    summary = {"input": str(source), "embedder": result.embedder.kind, "embedder_source": result.embedder.source,
+               "embedder_reason": result.embedder.reason, **result.stats}
+    (out / "embed_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=float))
+    return summary
+
+
+def log_run(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path, uri: str | None = None) -> None:
+    """One MLflow run: settings, per-stage throughput and PCA variance, the PCA and samples."""
+    with tracking.mlflow_run(cfg.experiment, run_name=f"embed-{cfg.extract.backend}",
+                             tags={"flow": "embed", "embedder": result.embedder.kind}, uri=uri):
+        tracking.log_params(cfg.model_dump())
+        tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source,
+                             "data": str(source)})
+        tracking.log_metrics(result.stats)
+        tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
+        tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
+        tracking.log_table(result.firms, "text", "text_status.csv")
+
+
+def describe(result: TextOutputs, out: Path) -> str:
+    """One line for the console."""
+    variance = result.stats["pca_explained_variance_total"]
+    return (f"{len(result.features)} firms with text features -> {out / FEATURES_FILE}; "
+            f"embedder={result.embedder.kind}; PCA explained variance {variance:.4f}; "
+            f"{result.stats['firms_no_text']} firms without text (see text_status.parquet)")
