@@ -12,13 +12,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from emdlot.config import PrepareConfig, SynthConfig, load_config
+from emdlot.config import ConfigError, PrepareConfig, SynthConfig, load_config
 from emdlot.data.assemble import AssemblyError
 from emdlot.data.contract import ContractError, Violation, check_inputs
 from emdlot.data.io import TableError, write_table
 from emdlot.data.split import SplitError
 
-USER_ERRORS = (ContractError, TableError, SplitError, AssemblyError, ValidationError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ContractError, TableError, SplitError, AssemblyError, ValidationError, FileNotFoundError)
 EXIT_INVALID = 2
 
 

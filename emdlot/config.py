@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -15,7 +15,11 @@ PAPER_SEED = 86  # the first of the paper's ten seeds (Appendix C)
 class StrictModel(BaseModel):
     """Unknown keys in a YAML file are an error, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ConfigError(ValueError):
+    """A settings file that cannot be used; the message names the file."""
 
 
 class SynthConfig(StrictModel):
@@ -50,12 +54,20 @@ class PrepareConfig(StrictModel):
 
 
 def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
-    """Build `cls` from a YAML file (optional) with keyword overrides on top; None overrides are ignored."""
+    """Build `cls` from a YAML file (optional, yaml.safe_load) with keyword overrides on top; None
+    overrides are ignored. Every problem is a ConfigError that names the file."""
     data: dict = {}
     if path is not None:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+            raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    return cls.model_validate(data)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(f"{path or 'settings'}: invalid {cls.__name__}:\n{err}") from None

@@ -28,6 +28,11 @@ def test_config_file_and_unknown_setting(tmp_path, capsys):
     cfg.write_text("firms: 120\ncolour: blue\n")
     assert main(["synth", "--out", str(tmp_path / "e"), "--config", str(cfg)]) == 2
     assert "colour" in capsys.readouterr().err
+    for body, message in [("- firms\n- 120\n", "expected a mapping"), ("firms: [120\n", "not valid YAML")]:
+        cfg.write_text(body)  # a file that is not a settings mapping: exit 2 naming it, no traceback
+        assert main(["synth", "--out", str(tmp_path / "e"), "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert str(cfg) in err and message in err and "Traceback" not in err
 
 
 def test_import_subcommands_write_contract_tables(tmp_path):

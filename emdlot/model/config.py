@@ -111,7 +111,4 @@ class EMDLOTConfig(StrictModel):
 
 def load_emdlot_config(path: str | Path | None = None) -> EMDLOTConfig:
     """Read a YAML file with optional `model:` and `train:` sections (yaml.safe_load; unknown keys fail)."""
-    try:
-        return load_config(EMDLOTConfig, path)
-    except ValueError as err:  # pydantic's ValidationError is a ValueError; name the file
-        raise ValueError(f"{path}: {err}") from err
+    return load_config(EMDLOTConfig, path)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from emdlot.config import StrictModel, load_config
 
 BERT_MAX_TOKENS = 512  # Chinese-BERT-wwm's input limit, [CLS] and [SEP] included
 BERT_SPECIAL_TOKENS = 2  # [CLS] and [SEP]
@@ -18,13 +19,7 @@ BERT_SPECIAL_TOKENS = 2  # [CLS] and [SEP]
 Backend = Literal["extractive", "transformers", "vllm"]
 
 
-class _Strict(BaseModel):
-    """Unknown keys in the YAML are errors, so a typo never silently keeps a default."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class ExtractiveConfig(_Strict):
+class ExtractiveConfig(StrictModel):
     """Sentence scoring of the model-free backend (see emdlot.text.extractive)."""
 
     position_weight: float = Field(0.5, ge=0, description="bonus for sentences early in the section")
@@ -33,7 +28,7 @@ class ExtractiveConfig(_Strict):
     num_actors: int = Field(1, gt=0, description="ActorPoolStrategy size")
 
 
-class LLMConfig(_Strict):
+class LLMConfig(StrictModel):
     """A causal language model that writes each section's key risk information."""
 
     model: str = "THUDM/GLM-4-9B-0414"
@@ -47,7 +42,7 @@ class LLMConfig(_Strict):
     device: str | None = Field(None, description="transformers backend: 'cpu', 'cuda'; None = cuda if available")
 
 
-class VLLMConfig(_Strict):
+class VLLMConfig(StrictModel):
     """Ray Data LLM (vLLMEngineProcessorConfig + build_processor) settings."""
 
     engine_kwargs: dict[str, Any] = Field(
@@ -65,7 +60,7 @@ class VLLMConfig(_Strict):
     log_engine_metrics: bool = Field(True, description="vLLM metrics through Ray (needs ray[serve], in ray[llm])")
 
 
-class ExtractConfig(_Strict):
+class ExtractConfig(StrictModel):
     backend: Backend = "extractive"
     token_budget: int = Field(
         BERT_MAX_TOKENS - BERT_SPECIAL_TOKENS,
@@ -77,7 +72,7 @@ class ExtractConfig(_Strict):
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)
 
 
-class TfidfConfig(_Strict):
+class TfidfConfig(StrictModel):
     """The documented fallback embedder used when no BERT weights can be loaded."""
 
     ngram_min: int = Field(1, gt=0)
@@ -86,7 +81,7 @@ class TfidfConfig(_Strict):
     dims: int = Field(768, gt=0, description="output width, same as BERT; dims past the data's rank stay 0")
 
 
-class EmbedderConfig(_Strict):
+class EmbedderConfig(StrictModel):
     model: str = Field("hfl/chinese-bert-wwm-ext", description="hub id (must be cached) or local path")
     pooling: Literal["cls", "mean"] = "cls"
     max_length: int = Field(BERT_MAX_TOKENS, gt=2, le=BERT_MAX_TOKENS)
@@ -101,7 +96,7 @@ class EmbedderConfig(_Strict):
     tfidf: TfidfConfig = Field(default_factory=TfidfConfig)
 
 
-class EmbedConfig(_Strict):
+class EmbedConfig(StrictModel):
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)
     seed: int = 0
@@ -126,14 +121,4 @@ DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "embe
 
 def load_embed_config(path: str | Path | None = None) -> EmbedConfig:
     """Read a YAML file (safe_load) into an EmbedConfig; None reads the packaged defaults."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"config file not found: {path}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    try:
-        return EmbedConfig.model_validate(raw)
-    except ValueError as err:
-        raise ValueError(f"{path}: invalid embed config:\n{err}") from None
+    return load_config(EmbedConfig, path if path is not None else DEFAULT_CONFIG_PATH)
