@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import sys
 import tempfile
 import time
@@ -30,21 +29,11 @@ import ray
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the fixture corpus and model builder
 
-from fixtures_text import build_tiny_bert, section_text  # noqa: E402
+from fixtures_text import budget_documents, build_tiny_bert  # noqa: E402
 
 from emdlot.text.config import EmbedConfig  # noqa: E402
 from emdlot.text.embed import BertEmbedder, choose_embedder  # noqa: E402
 from emdlot.text.pipeline import embed_documents  # noqa: E402
-from emdlot.text.tokens import cut_to_budget, tokenizer_counter  # noqa: E402
-
-
-def inputs(model: Path, n: int, budget: int) -> list[str]:
-    from transformers import AutoTokenizer
-
-    count = tokenizer_counter(AutoTokenizer.from_pretrained(model))
-    rng = random.Random(0)
-    return [cut_to_budget(section_text("risk_factors", rng.random(), rng.randint(8, 40), rng), count, budget)
-            for _ in range(n)]
 
 
 def direct_loop(model: Path, texts: list[str], batch_size: int) -> dict:
@@ -80,7 +69,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or build_tiny_bert(Path(tmp) / "bert-base-shape", hidden=768, layers=12, heads=12)
-        texts = inputs(model, args.docs, budget=510)
+        texts = budget_documents(model, args.docs)
         ray.init(address="local", include_dashboard=False)
         ray_data = ray_data_stage(model, texts, args.batch_size)  # first: the direct loop warms no cache for it
         direct = direct_loop(model, texts, args.batch_size)

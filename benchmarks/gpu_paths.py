@@ -41,14 +41,13 @@ if "ray" not in sys.modules:
     except ImportError:  # extract.py imports ray for its stages; the UDF classes used here never call it
         sys.modules["ray"] = types.ModuleType("ray")
 
-from fixtures_text import build_tiny_bert, build_tiny_glm4, section_text  # noqa: E402
+from fixtures_text import budget_documents, build_tiny_bert, build_tiny_glm4, section_text  # noqa: E402
 
 from emdlot.data.arrays import SequenceArrays  # noqa: E402
 from emdlot.model import EMDLOT, EMDLOTConfig, to_batch  # noqa: E402
 from emdlot.model.tlstm import TLSTM  # noqa: E402
 from emdlot.text.embed import BertEmbedder  # noqa: E402
 from emdlot.text.extract import CausalLMExtractor  # noqa: E402
-from emdlot.text.tokens import cut_to_budget, tokenizer_counter  # noqa: E402
 from emdlot.training import fit  # noqa: E402
 from emdlot.training.loop import _train_one_epoch  # noqa: E402
 
@@ -67,15 +66,6 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def documents(model: Path, n: int) -> list[str]:
-    from transformers import AutoTokenizer
-
-    count = tokenizer_counter(AutoTokenizer.from_pretrained(model))
-    rng = random.Random(0)
-    return [cut_to_budget(section_text("risk_factors", rng.random(), rng.randint(8, 60), rng), count, 510)
-            for _ in range(n)]
-
-
 def embed_all(embedder: BertEmbedder, texts: list[str], batch_size: int) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     out = [embedder.embed(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
@@ -85,7 +75,7 @@ def embed_all(embedder: BertEmbedder, texts: list[str], batch_size: int) -> tupl
 
 def check_bert(tmp: Path, n_docs: int) -> dict:
     model = build_tiny_bert(tmp / "bert-base-shape", hidden=768, layers=12, heads=12)
-    texts = sorted(documents(model, n_docs), key=len)  # the pipeline orders by length too
+    texts = sorted(budget_documents(model, n_docs, max_sentences=60), key=len)  # the pipeline orders by length too
     gpu = BertEmbedder(str(model), pooling="cls", max_length=512, device=on_device("cuda"))
     cpu = BertEmbedder(str(model), pooling="cls", max_length=512, device="cpu", torch_threads=os.cpu_count())
     embed_all(gpu, texts[:64], 32)  # warm-up

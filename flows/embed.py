@@ -20,7 +20,8 @@ from pathlib import Path
 import ray
 
 from emdlot.text.config import load_embed_config
-from emdlot.text.io import InputError, find_prospectus, read_firm_list, read_prospectus, read_split
+from emdlot.data.io import TableError
+from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
 from emdlot.text.outputs import describe, log_run, save_outputs
 from emdlot.text.pipeline import run_text_pipeline
 
@@ -68,7 +69,7 @@ def read_split_table(args: argparse.Namespace):
         return read_firm_list(args.train_firms)
     manifest = args.manifest or args.data / "manifest.csv"
     if not manifest.exists():
-        raise InputError(f"no split: {manifest} does not exist; give --manifest PATH or --train-firms FILE")
+        raise TableError(f"no split: {manifest} does not exist; give --manifest PATH or --train-firms FILE")
     return read_split(manifest)
 
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         source = find_prospectus(args.data)
         prospectus = read_prospectus(source)
         split = read_split_table(args)
-    except (InputError, ValueError, FileNotFoundError) as err:
+    except (TableError, ValueError, FileNotFoundError) as err:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2
 

@@ -93,6 +93,19 @@ def all_fixture_sentences() -> list[str]:
     return out
 
 
+def budget_documents(model: str | Path, n: int, max_sentences: int = 40, budget: int = 510,
+                     seed: int = 0) -> list[str]:
+    """`n` risk-factor sections cut to `budget` tokens of `model`'s tokenizer: what the pipeline feeds BERT."""
+    from transformers import AutoTokenizer
+
+    from emdlot.text.tokens import cut_to_budget, tokenizer_counter
+
+    count = tokenizer_counter(AutoTokenizer.from_pretrained(model))
+    rng = random.Random(seed)
+    return [cut_to_budget(section_text("risk_factors", rng.random(), rng.randint(8, max_sentences), rng), count, budget)
+            for _ in range(n)]
+
+
 def _wordpiece(texts: list[str], extra_special: list[str] = (), vocab_size: int = 1200):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 

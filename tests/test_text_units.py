@@ -8,7 +8,8 @@ import pytest
 from emdlot.schema import SECTIONS, TEXT_DIMS, text_feature_column
 from emdlot.text.cache import ShardCache, content_key, frame_to_vectors
 from emdlot.text.config import EmbedConfig, load_embed_config
-from emdlot.text.io import InputError, find_prospectus, read_firm_list, read_prospectus, read_split
+from emdlot.data.io import TableError
+from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
 from emdlot.text.reduce import fit_section_pca, text_features
 
 
@@ -76,17 +77,17 @@ def test_read_prospectus_parquet_with_bytes_column(tmp_path):
 def test_structural_errors_name_file_row_and_column(tmp_path, body, message):
     path = tmp_path / "prospectus.csv"
     path.write_text(body, encoding="utf-8")
-    with pytest.raises(InputError, match=r"prospectus\.csv.*" + re.escape(message)):
+    with pytest.raises(TableError, match=r"prospectus\.csv.*" + re.escape(message)):
         read_prospectus(path)
 
 
 def test_find_prospectus_requires_exactly_one_file(tmp_path):
-    with pytest.raises(InputError, match="no prospectus.parquet or prospectus.csv"):
+    with pytest.raises(TableError, match="no prospectus.parquet or prospectus.csv"):
         find_prospectus(tmp_path)
     (tmp_path / "prospectus.csv").write_text("firm_id,section,text\n")
     assert find_prospectus(tmp_path).name == "prospectus.csv"
     (tmp_path / "prospectus.parquet").write_text("")
-    with pytest.raises(InputError, match="both"):
+    with pytest.raises(TableError, match="both"):
         find_prospectus(tmp_path)
 
 
@@ -95,7 +96,7 @@ def test_split_readers(tmp_path):
     manifest.write_text("firm_id,label,split,reason\n007,Performing,train,\n008,Defaulted,test,\n")
     assert read_split(manifest).values.tolist() == [["007", "train"], ["008", "test"]]  # ids stay strings
     manifest.write_text("firm_id,label,split,reason\n007,Performing,holdout,\n")
-    with pytest.raises(InputError, match="row 2, column split: 'holdout'"):
+    with pytest.raises(TableError, match="row 2, column split: 'holdout'"):
         read_split(manifest)
     firms = tmp_path / "train.txt"
     firms.write_text("A\n\nB\nA\n")

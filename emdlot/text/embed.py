@@ -68,7 +68,17 @@ def pool(hidden, attention_mask, how: str):
     raise ValueError(f"pooling must be 'cls' or 'mean', got {how!r}")
 
 
-class BertEmbedder:
+class _BatchEmbedder:
+    """The Ray Data side of an embedder: a batch of (key, text) in, (key, embedding) out."""
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"key": batch["key"], "embedding": self.embed([str(t) for t in batch["text"]])}
+
+
+class BertEmbedder(_BatchEmbedder):
     """Ray Data class-based UDF: loads the BERT once per actor, embeds batches of `text`."""
 
     def __init__(self, model_path: str, pooling: str, max_length: int, torch_threads: int | None = None,
@@ -95,9 +105,6 @@ class BertEmbedder:
             vectors = pool(hidden, encoded["attention_mask"], self.pooling)
         return vectors.float().cpu().numpy()
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"key": batch["key"], "embedding": self.embed([str(t) for t in batch["text"]])}
-
 
 def fit_tfidf_svd(texts: list[str], cfg: EmbedderConfig, seed: int):
     """Fit the fallback embedder (char n-gram TF-IDF -> TruncatedSVD) on training texts."""
@@ -116,7 +123,7 @@ def fit_tfidf_svd(texts: list[str], cfg: EmbedderConfig, seed: int):
     return make_pipeline(tfidf, TruncatedSVD(n_components=rank, random_state=seed)).fit(texts)
 
 
-class SklearnEmbedder:
+class SklearnEmbedder(_BatchEmbedder):
     """Ray Data class-based UDF around the fitted fallback pipeline; pads to `dims` columns."""
 
     def __init__(self, pipeline, dims: int):
@@ -128,9 +135,6 @@ class SklearnEmbedder:
         out = np.zeros((len(texts), self.dims), dtype=np.float32)
         out[:, : reduced.shape[1]] = reduced
         return out
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {"key": batch["key"], "embedding": self.embed([str(t) for t in batch["text"]])}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from emdlot.data.io import TableError, find_table
 from emdlot.schema import PROSPECTUS, SECTIONS
 
 PROSPECTUS_COLUMNS = ("firm_id", "section", "text")
@@ -17,19 +18,13 @@ MANIFEST_COLUMNS = ("firm_id", "split")
 SPLITS = ("train", "val", "test", "rejected")
 
 
-class InputError(ValueError):
-    """Bad input file; the message names the file, and the row and column where known."""
-
-
 def find_prospectus(data_dir: str | Path) -> Path:
     """`prospectus.parquet` or `prospectus.csv` inside `data_dir` (exactly one of them)."""
     data_dir = Path(data_dir)
-    found = [p for p in (data_dir / f"{PROSPECTUS}.parquet", data_dir / f"{PROSPECTUS}.csv") if p.exists()]
-    if not found:
-        raise InputError(f"{data_dir}: no {PROSPECTUS}.parquet or {PROSPECTUS}.csv")
-    if len(found) > 1:
-        raise InputError(f"{data_dir}: both {found[0].name} and {found[1].name} exist; keep one")
-    return found[0]
+    found = find_table(data_dir, PROSPECTUS)
+    if found is None:
+        raise TableError(f"{data_dir}: no {PROSPECTUS}.parquet or {PROSPECTUS}.csv")
+    return found
 
 
 def _decode(value: object) -> tuple[str | None, str]:
@@ -66,26 +61,26 @@ def read_prospectus(path: str | Path) -> pd.DataFrame:
         raw = pd.read_parquet(path)
         first_row = 1
     else:
-        raise InputError(f"{path}: expected a .csv or .parquet file")
+        raise TableError(f"{path}: expected a .csv or .parquet file")
     missing = [c for c in PROSPECTUS_COLUMNS if c not in raw.columns]
     if missing:
-        raise InputError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
+        raise TableError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
 
     rows = []
     for i, (firm, section, value) in enumerate(zip(raw["firm_id"], raw["section"], raw["text"])):
         where = f"{path}: row {i + first_row}"
         firm_text, _ = _decode(firm)
         if firm_text is None:
-            raise InputError(f"{where}, column firm_id: empty or unreadable firm_id")
+            raise TableError(f"{where}, column firm_id: empty or unreadable firm_id")
         if section not in SECTIONS:
-            raise InputError(f"{where}, column section: {section!r} is not one of {list(SECTIONS)}")
+            raise TableError(f"{where}, column section: {section!r} is not one of {list(SECTIONS)}")
         text, status = _decode(value)
         rows.append((firm_text.strip(), section, text, status, i + first_row))
     table = pd.DataFrame(rows, columns=["firm_id", "section", "text", "status", "source_row"])
     dup = table.duplicated(["firm_id", "section"], keep="first")
     if dup.any():
         first = table[dup].iloc[0]
-        raise InputError(
+        raise TableError(
             f"{path}: row {first.source_row}, columns firm_id/section: duplicate "
             f"({first.firm_id!r}, {first.section!r}); each firm has at most one row per section"
         )
@@ -96,19 +91,19 @@ def read_split(manifest: str | Path) -> pd.DataFrame:
     """(firm_id, split) of the prepare step's manifest.csv."""
     manifest = Path(manifest)
     if not manifest.exists():
-        raise InputError(f"manifest not found: {manifest}")
+        raise TableError(f"manifest not found: {manifest}")
     table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
     if missing:
-        raise InputError(f"{manifest}: missing column(s) {missing}; found {list(table.columns)}")
+        raise TableError(f"{manifest}: missing column(s) {missing}; found {list(table.columns)}")
     bad = ~table["split"].isin(SPLITS)
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
-        raise InputError(f"{manifest}: row {i + 2}, column split: {table['split'].iloc[i]!r} is not one of {list(SPLITS)}")
+        raise TableError(f"{manifest}: row {i + 2}, column split: {table['split'].iloc[i]!r} is not one of {list(SPLITS)}")
     dup = table["firm_id"].duplicated()
     if dup.any():
         i = int(dup.to_numpy().nonzero()[0][0])
-        raise InputError(f"{manifest}: row {i + 2}, column firm_id: duplicate firm {table['firm_id'].iloc[i]!r}")
+        raise TableError(f"{manifest}: row {i + 2}, column firm_id: duplicate firm {table['firm_id'].iloc[i]!r}")
     return table[["firm_id", "split"]].assign(firm_id=lambda t: t["firm_id"].str.strip())
 
 
@@ -116,8 +111,8 @@ def read_firm_list(path: str | Path) -> pd.DataFrame:
     """(firm_id, split='train') from a file with one training firm_id per line."""
     path = Path(path)
     if not path.exists():
-        raise InputError(f"train-firms file not found: {path}")
+        raise TableError(f"train-firms file not found: {path}")
     firms = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not firms:
-        raise InputError(f"{path}: no firm ids (one per line expected)")
+        raise TableError(f"{path}: no firm ids (one per line expected)")
     return pd.DataFrame({"firm_id": pd.unique(pd.Series(firms)), "split": "train"})
