@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +25,11 @@ import numpy as np
 import pandas as pd
 import ray
 
+from emdlot.text.config import EmbedConfig
+from emdlot.text.embed import BertEmbedder, choose_embedder
+from emdlot.text.fixtures import budget_documents, build_tiny_bert
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the fixture corpus and model builder
-
-from fixtures_text import budget_documents, build_tiny_bert  # noqa: E402
-
-from emdlot.text.config import EmbedConfig  # noqa: E402
-from emdlot.text.embed import BertEmbedder, choose_embedder  # noqa: E402
 from emdlot.text.pipeline import embed_documents  # noqa: E402
 
 

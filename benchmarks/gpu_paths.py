@@ -33,7 +33,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # the fixture corpus and tiny-model builders
 
 if "ray" not in sys.modules:
     try:
@@ -41,10 +40,11 @@ if "ray" not in sys.modules:
     except ImportError:  # extract.py imports ray for its stages; the UDF classes used here never call it
         sys.modules["ray"] = types.ModuleType("ray")
 
-from fixtures_text import budget_documents, build_tiny_bert, build_tiny_glm4, section_text  # noqa: E402
+from emdlot.text.fixtures import budget_documents, build_tiny_bert, build_tiny_glm4, section_text  # noqa: E402
 
 from emdlot.data.arrays import SequenceArrays  # noqa: E402
-from emdlot.model import EMDLOT, EMDLOTConfig, to_batch  # noqa: E402
+from emdlot.model import EMDLOT, to_batch  # noqa: E402
+from emdlot.training.config import EMDLOTConfig  # noqa: E402
 from emdlot.model.tlstm import TLSTM  # noqa: E402
 from emdlot.text.embed import BertEmbedder  # noqa: E402
 from emdlot.text.extract import CausalLMExtractor  # noqa: E402

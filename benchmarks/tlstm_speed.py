@@ -82,7 +82,7 @@ def main() -> None:
     delta_t = torch.randint(1, 4, (args.batch, args.steps)).float() * 3.0  # 3, 6 or 9 months
     mask = torch.ones(args.batch, args.steps, dtype=torch.bool)  # nn.LSTM cannot mask: compare on full sequences
     lstm = torch.nn.LSTM(args.inputs, args.hidden, batch_first=True)
-    tlstm = TLSTM(args.inputs, args.hidden)
+    tlstm = TLSTM(args.inputs, args.hidden, decay="baytas")  # the reference loop below writes out this decay
 
     def run_lstm() -> None:
         lstm.zero_grad()

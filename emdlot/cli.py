@@ -60,7 +60,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     from emdlot.data.prepare import prepare
 
-    cfg = load_config(PrepareConfig, args.config, seed=args.seed, val_fraction=args.val_fraction)
+    cfg = load_config(PrepareConfig, args.config, seed=args.seed, val_fraction=args.val_fraction,
+                      performing_cutoff=args.performing_cutoff)
     started = time.perf_counter()
     meta = prepare(args.dir, args.out, cfg, text_features=args.text_features)
     print(f"prepared {args.out} in {time.perf_counter() - started:.1f}s: {len(meta.feature_names)} features; firms per split {meta.counts}")
@@ -114,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-fraction", type=float, help="share of training firms held out for validation (0: none)")
     p.add_argument("--text-features", help="text_features.parquet from flows/embed.py")
+    p.add_argument("--performing-cutoff", choices=["matched", "paper"],
+                   help="matched (default): Performing firms end at a seeded pseudo-event with the same window; "
+                        "paper: full history (leaks the class through when a sequence ends)")
     p.add_argument("--config", help="YAML with PrepareConfig settings")
     p.set_defaults(func=cmd_prepare)
 

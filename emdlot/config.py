@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -44,6 +44,9 @@ class PrepareConfig(StrictModel):
     test_fraction: float = Field(0.2, gt=0, lt=1)
     val_fraction: float = Field(0.2, ge=0, lt=1)  # carved from the training firms for tuning/early stopping
     exclusion_months: int = Field(6, ge=0)  # two quarters before event_date are dropped (look-ahead)
+    # "matched": Performing firms get a seeded pseudo-event and the same window, so when a sequence ends
+    # does not give the class away; "paper": they keep their full history (the paper's choice; it leaks).
+    performing_cutoff: Literal["matched", "paper"] = "matched"
     max_len: int = Field(39, ge=1)  # paper: up to 39 quarters
     imputer_max_iter: int = Field(10, ge=1)
     imputer_nearest_features: int | None = 10  # caps IterativeImputer cost on wide panels; None = all

@@ -18,14 +18,13 @@ from emdlot.data.assemble import assemble, read_meta
 from emdlot.data.contract import check_inputs
 from emdlot.data.prepare import prepare
 from emdlot.evaluation import explain
-from emdlot.model.batch import to_batch
-from emdlot.model.config import load_emdlot_config
+from emdlot.runs import train_and_score
+from emdlot.runs.log import dataset_lineage, log_result
 from emdlot.synth import generate, write_dataset
 from emdlot.text.config import load_embed_config
 from emdlot.text.io import find_prospectus, read_prospectus, read_split
-from emdlot.text.outputs import FEATURES_FILE, describe, log_run, save_outputs
-from emdlot.text.pipeline import run_text_pipeline
-from emdlot.training import evaluate, fit, interpret
+from emdlot.text.outputs import FEATURES_FILE, describe, embed_folder
+from emdlot.training.config import load_emdlot_config
 
 DEMO_MODEL_CONFIG = files("emdlot") / "configs" / "demo_model.yaml"
 
@@ -73,40 +72,24 @@ def embed_text(data_dir: Path, manifest: Path, text_dir: Path, uri: str) -> Path
     source = find_prospectus(data_dir)
     ray.init(address="local", include_dashboard=False, ignore_reinit_error=True)
     try:
-        result = run_text_pipeline(read_prospectus(source), read_split(manifest), cfg, text_dir / "cache")
+        result = embed_folder(read_prospectus(source), read_split(manifest), cfg, text_dir, source, uri=uri)
     finally:
         ray.shutdown()
-    save_outputs(result, cfg, text_dir, source)
-    log_run(result, cfg, text_dir, source, uri=uri)
     print(f"[demo]   {describe(result, text_dir)}")
     return text_dir / FEATURES_FILE
 
 
 def train_and_log(dataset_dir: Path, text_features: Path | None, seed: int, uri: str, out: Path) -> dict[str, float]:
-    """Fit one EMDLOT model, score it once on the test firms, log settings, curves, metrics,
-    explanations and weights to MLflow."""
+    """One EMDLOT run through the run layer: fit, score once on the test firms, log to MLflow."""
     torch.set_num_threads(1)  # batch-size-32 steps on small tensors: more threads only contend
     config = load_emdlot_config(DEMO_MODEL_CONFIG)
     parts = assemble(dataset_dir, text_features)
     meta = read_meta(dataset_dir)
     with tracking.mlflow_run("emdlot-demo", run_name=f"emdlot-seed{seed}", uri=uri):
-        tracking.log_params(config.model_dump() | {"seed": seed, "text_features": str(text_features)})
-        result = fit(parts["train"], parts["val"], config, seed)
-        for record in result.history.epochs:
-            tracking.mlflow.log_metrics({"val_score": record.val_score, "train_loss": record.train_loss}, step=record.epoch)
-        test = parts["test"]
-        metrics, score = evaluate(result.model, to_batch(test), config.train.eval_batch_size, config.train.score_weights)
-        summary = {f"test_{k}": v for k, v in metrics.as_dict().items()} | {
-            "test_composite": score, "best_epoch": result.history.best_epoch, "epochs": len(result.history.epochs)}
-        tracking.log_metrics(summary)
-        interp = interpret(result.model, test)
-        tracking.log_table(explain.modality_weights(interp, test.y), "explanations", "modality_weights.csv")
-        tracking.log_table(explain.chapter_weights(interp, test.y, test.text_mask), "explanations", "chapter_weights.csv")
-        importance = explain.feature_importance(interp, test.mask, meta.feature_names)
-        tracking.log_table(importance, "explanations", "feature_importance.csv")
-        weights = out / "emdlot_demo.pt"
-        torch.save(result.model.state_dict(), weights)
-        tracking.log_files(weights, artifact_path="model")
-    shown = {k: round(v, 3) for k, v in summary.items() if isinstance(v, float)}
-    print(f"[demo]   test: {shown}; top features: {', '.join(importance['feature'].head(5))}")
+        result = train_and_score(parts, config, seed, score_test=True)
+        log_result(result, dataset_lineage(dataset_dir, text_features, parts), meta.feature_names, parts["test"])
+    summary = result.summary()
+    importance = explain.feature_importance(result.test_interpretation, parts["test"].mask, meta.feature_names)
+    shown = {k: round(v, 3) for k, v in summary.items() if k.startswith("test_") and isinstance(v, float)}
+    print(f"[demo]   test: {shown}; best epoch {result.history.best_epoch}; top features: {', '.join(importance['feature'].head(5))}")
     return summary

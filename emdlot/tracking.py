@@ -1,13 +1,16 @@
 """Small MLflow helpers shared by the flows: where to log, which experiment, one run.
 
-Default store: sqlite:///mlflow.db in the working directory (MLflow 3's file store under
-./mlruns is deprecated). MLFLOW_TRACKING_URI, or an explicit URI, wins.
+Default store: sqlite:///<EMDLOT home>/mlflow.db, an absolute path outside the working directory, so
+records survive `ray job submit` (which runs the flow in a temporary copy of the working directory).
+The home is EMDLOT_HOME, else ~/emdlot. MLFLOW_TRACKING_URI, or an explicit URI, wins.
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +23,43 @@ DEFAULT_DB = "mlflow.db"
 _MAX_PARAM_CHARS = 6000  # MLflow rejects longer parameter values
 
 
+def emdlot_home() -> Path:
+    """Where flows keep records and outputs by default: EMDLOT_HOME, else ~/emdlot (absolute, created)."""
+    home = Path(os.environ.get("EMDLOT_HOME") or Path.home() / "emdlot").expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
 def tracking_uri(explicit: str | None = None) -> str:
-    """The tracking URI to use: `explicit`, else MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    """The tracking URI to use: `explicit`, else MLFLOW_TRACKING_URI, else <EMDLOT home>/mlflow.db."""
     if explicit:
         return explicit
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / DEFAULT_DB}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{emdlot_home() / DEFAULT_DB}"
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be reached; the message names it."""
+
+
+def check_tracking(uri: str) -> None:
+    """Fail early, in one line, when a tracking server does not answer (sqlite files are created)."""
+    if uri.startswith("sqlite:"):
+        return
+    # One quick try: the client otherwise retries with backoff for minutes before giving up.
+    probe = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in probe}
+    os.environ.update(probe)
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as err:  # the client raises many kinds; all mean the same to the user
+        reason = (str(err).splitlines() or [""])[0][:200]
+        raise TrackingError(f"MLflow tracking server {uri} cannot be reached: {type(err).__name__}: {reason}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def default_artifact_location(uri: str) -> str | None:
@@ -37,15 +72,41 @@ def default_artifact_location(uri: str) -> str | None:
 
 @contextmanager
 def mlflow_run(experiment: str, run_name: str | None = None, tags: Mapping[str, str] | None = None,
-               uri: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """Start a run in `experiment` (created if absent) and end it, failed or not."""
+               uri: str | None = None, run_id: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """Start a run in `experiment` (created if absent), or reopen `run_id`, and end it: FINISHED, or
+    FAILED / KILLED (Ctrl-C) with the error kept, so a run that broke is on record."""
     uri = tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
     mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name, tags=dict(tags or {})) as run:
-        yield run
+    run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {}))
+    try:
+        with _sigterm_as_interrupt():
+            yield run
+    except BaseException as err:
+        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    mlflow.end_run("FINISHED")
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """`ray job stop` and `kill` send SIGTERM, which would end Python without unwinding: raise
+    KeyboardInterrupt instead, so the run is closed as KILLED (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -22,8 +22,7 @@ import ray
 from emdlot.text.config import load_embed_config
 from emdlot.data.io import TableError
 from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
-from emdlot.text.outputs import describe, log_run, save_outputs
-from emdlot.text.pipeline import run_text_pipeline
+from emdlot.text.outputs import describe, embed_folder
 
 log = logging.getLogger("emdlot.embed")
 
@@ -43,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cache-dir", type=Path, help="content-hash cache (default: OUT/cache)")
     p.add_argument("--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (local mode only)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else EMDLOT_HOME/mlflow.db, EMDLOT_HOME=~/emdlot)")
     return p.parse_args(argv)
 
 
@@ -94,16 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
-    cache_dir = args.cache_dir or (Path(cfg.cache_dir) if cfg.cache_dir else args.out / "cache")
     init_ray(args)
     try:
-        result = run_text_pipeline(prospectus, split, cfg, cache_dir)
+        result = embed_folder(prospectus, split, cfg, args.out, source, cache_dir=args.cache_dir, uri=args.tracking_uri)
     except (ValueError, FileNotFoundError) as err:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2
-
-    save_outputs(result, cfg, args.out, source)
-    log_run(result, cfg, args.out, source, uri=args.tracking_uri)
     print(f"embed: {describe(result, args.out)}")
     return 0
 

@@ -35,7 +35,10 @@ def test_demo_runs_the_chain_and_tracks_the_model(tmp_path):
     features = pd.read_parquet(out / "text" / "text_features.parquet")
     assert features.shape[1] == 1 + 80 and set(features["firm_id"]) <= set(manifest["firm_id"])
     assert len(features) == (status["status"] != "no_text").sum() > 0.9 * len(manifest)
-    assert run.data.params["text_features"] == str(out / "text" / "text_features.parquet")
+    assert run.data.params["data.text_features"] == str((out / "text" / "text_features.parquet").resolve())
+    assert run.data.params["data.performing_cutoff"] == "matched" and run.data.params["model.decay"] == "learned"
+    assert int(run.data.params["data.firms.test"]) == (manifest["split"] == "test").sum()
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/emdlot.safetensors"}
     (embed_run,) = client.search_runs([client.get_experiment_by_name("emdlot-embed").experiment_id])
     assert embed_run.info.status == "FINISHED" and 0 < embed_run.data.metrics["pca_explained_variance_total"] <= 1
     chapters = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="explanations/chapter_weights.csv",

@@ -5,7 +5,8 @@ import torch
 import yaml
 
 from emdlot.data.arrays import SequenceArrays
-from emdlot.model import EMDLOT, EMDLOTConfig, ModelConfig, load_emdlot_config, to_batch
+from emdlot.model import EMDLOT, ModelConfig, to_batch
+from emdlot.training.config import EMDLOTConfig, load_emdlot_config
 from emdlot.model.attention import AdditiveAttention, masked_softmax
 from emdlot.model.losses import emdlot_loss
 
@@ -38,7 +39,8 @@ def test_attention_weights_sum_to_one_over_their_axis_and_respect_masks():
     arrays = random_arrays()
     batch = to_batch(arrays)
     out = build().eval()(batch)
-    mask, text_mask = batch["mask"], batch["text_mask"]
+    mask, section_mask = batch["mask"], batch["text_mask"]
+    text_mask = section_mask.any(dim=1)
     ones = torch.ones_like
 
     alpha_sums = out.feature_attention.sum(-1)  # over features, per valid quarter
@@ -47,13 +49,29 @@ def test_attention_weights_sum_to_one_over_their_axis_and_respect_masks():
     torch.testing.assert_close(out.temporal_weights.sum(-1), ones(out.temporal_weights[:, 0]))
     assert torch.all(out.temporal_weights[~mask] == 0)
     torch.testing.assert_close(out.chapter_weights[text_mask].sum(-1), ones(out.chapter_weights[text_mask][:, 0]))
-    assert torch.all(out.chapter_weights[~text_mask] == 0)
+    assert torch.all(out.chapter_weights[~section_mask] == 0)
     torch.testing.assert_close(out.modality_weights.sum(-1), ones(out.modality_weights[:, 0]))
     assert torch.all(out.modality_weights[~text_mask, 1] == 0)
     assert torch.all(out.modality_weights[text_mask, 1] > 0)
     torch.testing.assert_close(out.pi.sum(-1), ones(out.pi[:, 0]))
     torch.testing.assert_close(out.probs.sum(-1), ones(out.probs[:, 0]))
     assert out.pi.shape == (len(arrays), 3)
+
+
+def test_a_missing_section_gets_no_chapter_weight_and_its_values_are_never_read():
+    arrays = random_arrays()
+    arrays.text_mask[0] = [False, True]  # firm 0 has only its second section
+    arrays.text_mask[2] = [True, False]
+    model = build().eval()
+    out = model(to_batch(arrays))
+    assert out.chapter_weights[0].tolist() == [0.0, 1.0] and out.chapter_weights[2].tolist() == [1.0, 0.0]
+    assert out.modality_weights[0, 1] > 0 and out.modality_weights[2, 1] > 0  # the text modality stays
+    changed = SequenceArrays(**{**arrays.__dict__, "text": arrays.text.copy()})
+    changed.text[0, 0] = 50.0
+    changed.text[2, 1] = -50.0
+    torch.testing.assert_close(model(to_batch(changed)).probs, out.probs)
+    changed.text[0, 1] = 50.0  # a present section is read
+    assert not torch.allclose(model(to_batch(changed)).probs[0], out.probs[0])
 
 
 def test_firm_without_text_ignores_its_text_values():
@@ -132,12 +150,13 @@ def test_abl2_no_clustering_has_one_head_and_no_cluster_terms():
 def test_abl3_no_attention_weighs_uniformly_and_has_no_scoring_parameters():
     batch = to_batch(random_arrays())
     out = build(use_attention=False).eval()(batch)
-    mask, text_mask = batch["mask"], batch["text_mask"]
+    mask, text_mask = batch["mask"], batch["text_mask"].any(dim=1)
     torch.testing.assert_close(out.feature_attention[mask], torch.full_like(out.feature_attention[mask], 1 / FEATURES))
     lengths = mask.sum(-1, keepdim=True).float()
     torch.testing.assert_close(out.temporal_weights, mask.float() / lengths)
     torch.testing.assert_close(out.chapter_weights[text_mask], torch.full_like(out.chapter_weights[text_mask], 0.5))
-    torch.testing.assert_close(out.modality_weights[text_mask], torch.full_like(out.modality_weights[text_mask], 0.5))
+    used = out.modality_weights[text_mask][:, :2]  # numeric and text; no summary modality in this model
+    torch.testing.assert_close(used, torch.full_like(used, 0.5))
     assert torch.all(out.modality_weights[~text_mask, 0] == 1)
     names = [name for name, _ in build(use_attention=False).named_parameters()]
     assert not any("score_vector" in name or "pool.project" in name for name in names)

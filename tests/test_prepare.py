@@ -86,20 +86,24 @@ def test_rejected_firm_gets_a_reason(small_csv, tmp_path):
     prepare(small_csv, tmp_path / "ds", PrepareConfig(val_fraction=0.0))
     manifest = pd.read_csv(tmp_path / "ds" / "manifest.csv", dtype={"firm_id": str}, keep_default_na=False).set_index("firm_id")
     assert manifest.loc[victim, "split"] == "rejected"
-    assert "no observation left before the look-ahead window" in manifest.loc[victim, "reason"]
+    assert manifest.loc[victim, "reason"].startswith("no observation on or before the cutoff")
+    assert "6 months before the event date" in manifest.loc[victim, "reason"]
     assert len(manifest) == len(labels) and (manifest.loc[manifest["split"] != "rejected", "reason"] == "").all()
 
 
-def test_test_firms_do_not_influence_fitted_transforms(small_csv, tmp_path):
-    prepare(small_csv, tmp_path / "a", PrepareConfig(val_fraction=0.0))
+@pytest.mark.parametrize("val_fraction", [0.0, 0.25])
+def test_held_out_firms_do_not_influence_fitted_transforms(small_csv, tmp_path, val_fraction):
+    """Test firms, and validation firms when there are any, never reach a fitted transform."""
+    prepare(small_csv, tmp_path / "a", PrepareConfig(val_fraction=val_fraction))
     manifest = pd.read_csv(tmp_path / "a" / "manifest.csv", dtype={"firm_id": str})
-    held_out = set(manifest.loc[manifest["split"].isin(["test"]), "firm_id"])
+    held_out = set(manifest.loc[manifest["split"].isin(["test", "val"]), "firm_id"])
+    assert (manifest["split"] == "val").any() == (val_fraction > 0)
     panel = pd.read_csv(small_csv / "panel.csv")
     features = panel.columns[2:]
     hit = panel["firm_id"].isin(held_out)
     panel.loc[hit, features] = panel.loc[hit, features] * 1000 + 5
     panel.to_csv(small_csv / "panel.csv", index=False)
-    prepare(small_csv, tmp_path / "b", PrepareConfig(val_fraction=0.0))
+    prepare(small_csv, tmp_path / "b", PrepareConfig(val_fraction=val_fraction))
 
     a, b = load_pipeline(tmp_path / "a" / "transforms.skops"), load_pipeline(tmp_path / "b" / "transforms.skops")
     np.testing.assert_array_equal(a.named_steps["standardise"].mean_, b.named_steps["standardise"].mean_)
@@ -110,6 +114,9 @@ def test_test_firms_do_not_influence_fitted_transforms(small_csv, tmp_path):
     np.testing.assert_array_equal(train_a.X, train_b.X)
     test_a, test_b = (SequenceArrays.load(tmp_path / d / "test.npz") for d in ("a", "b"))
     assert not np.array_equal(test_a.X, test_b.X)  # the change itself did reach the test firms
+    if val_fraction:
+        val_a, val_b = (SequenceArrays.load(tmp_path / d / "val.npz") for d in ("a", "b"))
+        assert not np.array_equal(val_a.X, val_b.X)  # ... and the validation firms
 
 
 def test_smote_lowers_neighbours_for_thin_classes_and_stops_clearly_below_two():
@@ -134,16 +141,22 @@ def test_text_features_join_by_firm_and_synthetic_samples_carry_text(paper_datas
     table = pd.DataFrame(rng.normal(size=(len(with_text), 2 * TEXT_DIMS)),
                          columns=[text_feature_column(s, i) for s in SECTIONS for i in range(TEXT_DIMS)])
     table.insert(0, "firm_id", with_text)
+    table.iloc[5, 1:TEXT_DIMS + 1] = np.nan  # this firm lacks its first section
     joined = attach_text(sequences, table)
-    assert joined.text_mask.sum() == len(with_text)
+    assert joined.text_mask.shape == (len(sequences), len(SECTIONS))
+    assert joined.text_mask.any(axis=1).sum() == len(with_text)
+    assert joined.text_mask.sum() == 2 * len(with_text) - 1
+    lacking = int(np.flatnonzero(sequences.firm_id == with_text[5])[0])
+    assert joined.text_mask[lacking].tolist() == [False, True] and np.all(joined.text[lacking, 0] == 0)
     row = int(np.flatnonzero(sequences.firm_id == with_text[3])[0])
     np.testing.assert_allclose(joined.text[row].reshape(-1), table.iloc[3, 1:].to_numpy(dtype=np.float32), rtol=1e-6)
     assert np.all(joined.text[~joined.text_mask] == 0)
+    table.iloc[5, 1:TEXT_DIMS + 1] = 0.0
 
     parts = assemble(paper_dataset_noval, table)
     train = parts["train"]
     synthetic = np.char.startswith(train.firm_id.astype(str), "smote-")
-    assert train.text_mask[synthetic].mean() > 0.2 and np.abs(train.text[synthetic & train.text_mask]).sum() > 0
+    assert train.text_mask[synthetic].mean() > 0.2 and np.abs(train.text[synthetic[:, None] & train.text_mask]).sum() > 0
     assert np.all(train.text[~train.text_mask] == 0)
 
 
@@ -155,3 +168,60 @@ def test_cli_prepare_with_thin_class_is_a_clear_error(small_csv, tmp_path, capsy
     assert main(["prepare", str(small_csv), "--out", str(tmp_path / "ds")]) == 2
     err = capsys.readouterr().err
     assert "too few firms in class (Defaulted: 1)" in err and "Traceback" not in err
+
+
+def _prepared(small_csv, tmp_path, protocol, seed=86):
+    out = tmp_path / f"{protocol}-{seed}"
+    prepare(small_csv, out, PrepareConfig(performing_cutoff=protocol, seed=seed, val_fraction=0.0))
+    return pd.read_csv(out / "manifest.csv", dtype={"firm_id": str}, parse_dates=["event_date", "cutoff", "last_kept"]), out
+
+
+def test_matched_cutoffs_end_performing_firms_before_a_recorded_pseudo_event(small_csv, tmp_path):
+    manifest, _ = _prepared(small_csv, tmp_path, "matched")
+    performing = manifest[manifest["label"] == "Performing"]
+    assert performing["event_source"].str.startswith("matched").all()
+    assert performing["event_date"].notna().all() and performing["last_kept"].notna().all()
+    # every kept quarter lies at least the exclusion window before the (pseudo-)event, for every firm
+    window = manifest["event_date"] - pd.DateOffset(months=6)
+    assert (manifest["last_kept"] <= window + pd.offsets.MonthEnd(0)).all()
+    assert (manifest["last_kept"] <= manifest["cutoff"]).all()
+    # pseudo-events are drawn from the distressed firms' real event dates where one falls in the history
+    events = set(manifest.loc[manifest["event_source"] == "event", "event_date"])
+    drawn = performing[performing["event_source"] == "matched: distressed event"]
+    assert len(drawn) > 0.5 * len(performing) and set(drawn["event_date"]) <= events
+    # seeded: the same seed draws the same dates, another seed others
+    again, _ = _prepared(small_csv, tmp_path / "again", "matched")
+    pd.testing.assert_frame_equal(manifest, again)
+    other, _ = _prepared(small_csv, tmp_path, "matched", seed=7)
+    assert not other.set_index("firm_id")["event_date"].equals(manifest.set_index("firm_id")["event_date"])
+
+
+def test_paper_cutoffs_keep_performing_history_and_match_matched_for_distressed_firms(small_csv, tmp_path):
+    paper, paper_dir = _prepared(small_csv, tmp_path, "paper")
+    matched, matched_dir = _prepared(small_csv, tmp_path, "matched")
+    panel = pd.read_csv(small_csv / "panel.csv", dtype={"firm_id": str}, parse_dates=["date"])
+    last_row = panel.groupby("firm_id")["date"].max()
+    performing = paper[paper["label"] == "Performing"]
+    assert (performing["event_source"] == "full history").all() and performing["event_date"].isna().all()
+    assert (performing["last_kept"] == performing["firm_id"].map(last_row)).all()
+    a, b = (SequenceArrays.load(d / "sequences.npz") for d in (paper_dir, matched_dir))
+    assert a.firm_id.tolist() == b.firm_id.tolist()
+    distressed = a.y > 0
+    np.testing.assert_array_equal(a.mask[distressed], b.mask[distressed])
+    # Performing sequences are shorter under matched: they end before the pseudo-event
+    assert b.mask[~distressed].sum() < a.mask[~distressed].sum()
+
+
+def test_exclusion_on_explicit_events_uses_each_firms_own_date():
+    from emdlot.data.sequences import event_dates
+
+    dates = pd.to_datetime(["2019-09-30", "2019-12-31", "2020-03-31", "2020-06-30", "2020-09-30", "2020-12-31"])
+    panel = pd.DataFrame({"firm_id": ["D"] * 6 + ["P"] * 6, "date": list(dates) * 2, "x": range(12)})
+    labels = pd.DataFrame({"firm_id": ["D", "P"], "label": ["Defaulted", "Performing"],
+                           "event_date": pd.to_datetime(["2020-09-15", None])})
+    events = event_dates(panel, labels, months=6, protocol="matched", seed=0)
+    assert events.set_index("firm_id").loc["P", "event_date"] == pd.Timestamp("2020-09-15")  # the only event inside
+    kept = exclude_lookahead(panel, labels, 6, events)
+    assert kept.groupby("firm_id")["date"].max().tolist() == [dates[1], dates[1]]
+    with pytest.raises(ValueError, match="unknown performing-cutoff protocol"):
+        event_dates(panel, labels, 6, protocol="late")

@@ -6,7 +6,7 @@ import pytest
 from emdlot.text.config import ExtractiveConfig
 from emdlot.text.extractive import extract_key_sentences, split_sentences
 from emdlot.text.tokens import approx_token_count, cut_to_budget
-from fixtures_text import BOILERPLATE, NEUTRAL, RISK, _fill, build_tiny_bert, section_text
+from emdlot.text.fixtures import BOILERPLATE, NEUTRAL, RISK, _fill, build_tiny_bert, section_text
 
 CFG = ExtractiveConfig()
 

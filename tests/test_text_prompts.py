@@ -60,7 +60,7 @@ def local_ray():
 
 def test_vllm_processor_builds_without_vllm(local_ray, tmp_path):
     """build_processor wires preprocess -> chat template -> tokenize -> vLLM -> detokenize -> postprocess."""
-    from fixtures_text import build_tiny_glm4
+    from emdlot.text.fixtures import build_tiny_glm4
 
     from emdlot.text.extract import build_vllm_processor, vllm_processor_config
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fixtures_text import build_tiny_bert, make_corpus, write_dataset
+from emdlot.text.fixtures import build_tiny_bert, make_corpus, write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,7 +51,8 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 3) -> None:
 
 def env_with_venv() -> dict:
     """This venv first on PATH (the job's `python`); the CLI sends the head's auth token."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
+    inherited = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # set by mlflow in earlier tests
+    return {**inherited, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1",
             "RAY_AUTH_MODE": "token"}
 
 
@@ -110,3 +111,25 @@ def test_ray_job_submit_runs_the_flow_on_a_local_head(ray_head, dataset):
     assert len(features) == 64 and features.shape[1] == 81
     summary = json.loads((out / "embed_summary.json").read_text())
     assert summary["embedder"] == "bert" and summary["embed_computed"] == 128
+
+
+def test_ray_job_submit_runs_the_tune_flow_and_records_land_outside_the_job_copy(ray_head, dataset):
+    from emdlot.config import PrepareConfig, SynthConfig
+    from emdlot.data.prepare import prepare
+    from emdlot.synth import generate, write_dataset as write_inputs
+
+    write_inputs(generate(SynthConfig(firms=1000, seed=3)), dataset / "tune_in")
+    prepare(dataset / "tune_in", dataset / "tune_ds", PrepareConfig(seed=86))
+    (dataset / "tiny.yaml").write_text("model: {hidden_size: 8, feature_embed_size: 4, num_clusters: 2}\n"
+                                       "train: {batch_size: 64, max_epochs: 1, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 1}\n")
+    (dataset / "space.yaml").write_text("hidden_size: {choice: [4, 8]}\n")
+    home = dataset / "emdlot_home"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={ray_head}", "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps({"env_vars": {"EMDLOT_HOME": str(home)}}), "--",
+           "python", "flows/tune.py", "--data", str(dataset / "tune_ds"), "--trials", "1", "--config", str(dataset / "tiny.yaml"),
+           "--space", str(dataset / "space.yaml")]
+    done = subprocess.run(cmd, env=env_with_venv(), cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the default locations are absolute and outside the job's working-directory copy
+    assert (home / "tune" / "table5" / "best_config.yaml").exists() and (home / "mlflow.db").exists()
+    assert f"outputs in {home / 'tune' / 'table5'}" in done.stdout

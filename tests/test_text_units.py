@@ -125,7 +125,7 @@ def test_pca_never_sees_a_test_firm():
     assert feats.loc[test].abs().to_numpy().mean() > 10 * feats.loc[train].abs().to_numpy().mean()
 
 
-def test_features_have_80_columns_and_zeros_for_a_missing_section():
+def test_features_have_80_columns_and_nan_for_a_missing_section():
     rng = np.random.default_rng(1)
     train = [f"T{i}" for i in range(45)]
     emb = pd.concat([_embeddings(train, rng), _embeddings(["ONLY_RISK"], rng, sections=["risk_factors"])])
@@ -133,8 +133,8 @@ def test_features_have_80_columns_and_zeros_for_a_missing_section():
     expected = ["firm_id"] + [text_feature_column(s, i) for s in SECTIONS for i in range(TEXT_DIMS)]
     assert list(feats.columns) == expected and len(feats) == 46
     row = feats.set_index("firm_id").loc["ONLY_RISK"]
-    assert (row[[text_feature_column("important_notice", i) for i in range(TEXT_DIMS)]] == 0).all()
-    assert (row[[text_feature_column("risk_factors", i) for i in range(TEXT_DIMS)]] != 0).any()
+    assert row[[text_feature_column("important_notice", i) for i in range(TEXT_DIMS)]].isna().all()
+    assert row[[text_feature_column("risk_factors", i) for i in range(TEXT_DIMS)]].notna().all()
 
 
 def test_pca_explained_variance_is_a_share_and_total_combines_sections():

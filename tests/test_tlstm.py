@@ -1,4 +1,4 @@
-"""The T-LSTM layer against a step-by-step reference, against nn.LSTM, and its padding/decay behaviour."""
+"""The T-LSTM layer (both decays) against a step-by-step reference, against nn.LSTM, and its padding/decay behaviour."""
 import math
 
 import pytest
@@ -7,17 +7,24 @@ import torch
 from emdlot.model.tlstm import TLSTM, elapsed_time_decay
 
 
+DECAYS = ("learned", "baytas")
+
+
 def reference_tlstm(layer: TLSTM, x, delta_t, mask):
-    """Baytas et al. written out one step at a time with plain autograd ops."""
+    """The paper's learned gate or Baytas et al. written out one step at a time with plain autograd ops."""
     batch, steps, _ = x.shape
     size = layer.hidden_size
     h = x.new_zeros(batch, size)
     c = x.new_zeros(batch, size)
     hs, cs = [], []
     for t in range(steps):
-        short = torch.tanh(c @ layer.weight_short.T + layer.bias_short)
-        g = (1.0 / torch.log(math.e + delta_t[:, t])).unsqueeze(1)
-        c_adj = (c - short) + g * short
+        if layer.decay == "baytas":
+            short = torch.tanh(c @ layer.weight_short.T + layer.bias_short)
+            g = (1.0 / torch.log(math.e + delta_t[:, t])).unsqueeze(1)
+            c_adj = (c - short) + g * short
+        else:
+            gamma = torch.sigmoid(delta_t[:, t].unsqueeze(1) * layer.decay_weight + layer.decay_bias)
+            c_adj = gamma * c
         pre = x[:, t] @ layer.weight_ih.T + h @ layer.weight_hh.T + layer.bias
         i = torch.sigmoid(pre[:, :size])
         f = torch.sigmoid(pre[:, size:2 * size])
@@ -44,10 +51,12 @@ def irregular_inputs(batch=4, steps=7, features=5, seed=0, dtype=torch.float32):
     return x, delta_t, mask
 
 
-def test_matches_step_by_step_reference_in_values_and_gradients():
+@pytest.mark.parametrize("decay", DECAYS)
+def test_matches_step_by_step_reference_in_values_and_gradients(decay):
     torch.manual_seed(1)
-    layer = TLSTM(5, 6)
+    layer = TLSTM(5, 6, decay=decay)
     x, delta_t, mask = irregular_inputs()
+    delta_t[:, 0] = 2.0  # a gap at a row's first step moves the adjusted memory too (Baytas: C* = (g - 1) C_S)
     x.requires_grad_(True)
     hidden, memory = layer(x, delta_t, mask)
     weights = torch.randn_like(hidden)
@@ -66,9 +75,10 @@ def test_matches_step_by_step_reference_in_values_and_gradients():
         torch.testing.assert_close(grads[name], grad, atol=1e-5, rtol=1e-5, msg=f"gradient of {name}")
 
 
-def test_hand_written_backward_passes_gradcheck():
+@pytest.mark.parametrize("decay", DECAYS)
+def test_hand_written_backward_passes_gradcheck(decay):
     torch.manual_seed(2)
-    layer = TLSTM(3, 4).double()
+    layer = TLSTM(3, 4, decay=decay).double()
     x, delta_t, mask = irregular_inputs(batch=3, steps=5, features=3, dtype=torch.float64)
     names = [name for name, _ in layer.named_parameters()]
 
@@ -79,9 +89,14 @@ def test_hand_written_backward_passes_gradcheck():
     assert torch.autograd.gradcheck(run, inputs)
 
 
-def test_zero_elapsed_time_equals_torch_lstm_with_copied_weights():
+@pytest.mark.parametrize("decay", DECAYS)
+def test_zero_elapsed_time_equals_torch_lstm_with_copied_weights(decay):
+    """Baytas: g(0) = 1 leaves memory as it is; learned: a gate held open (gamma = 1) does the same."""
     torch.manual_seed(3)
-    layer = TLSTM(5, 8)
+    layer = TLSTM(5, 8, decay=decay)
+    if decay == "learned":
+        with torch.no_grad():
+            layer.decay_bias.fill_(40.0)
     lstm = torch.nn.LSTM(5, 8, batch_first=True)
     with torch.no_grad():
         lstm.weight_ih_l0.copy_(layer.weight_ih)
@@ -96,9 +111,10 @@ def test_zero_elapsed_time_equals_torch_lstm_with_copied_weights():
     torch.testing.assert_close(hidden[:, -1], h_n[0], atol=1e-6, rtol=0)
 
 
-def test_padded_steps_change_nothing_wherever_they_are():
+@pytest.mark.parametrize("decay", DECAYS)
+def test_padded_steps_change_nothing_wherever_they_are(decay):
     torch.manual_seed(4)
-    layer = TLSTM(5, 6)
+    layer = TLSTM(5, 6, decay=decay)
     x, delta_t, _ = irregular_inputs(batch=3, steps=6)
     full = torch.ones(3, 6, dtype=torch.bool)
     hidden, memory = layer(x, delta_t, full)
@@ -127,17 +143,25 @@ def test_elapsed_time_decay_is_one_at_zero_and_falls_with_the_gap():
     assert g[3].item() == pytest.approx(1.0 / math.log(math.e + 6.0))
 
 
-def test_longer_gap_discounts_more_of_the_short_term_memory():
-    """With the forget gate open and nothing new written, step 2's memory is C* = C_L + g(dt) * C_S."""
-    torch.manual_seed(5)
-    size = 4
-    layer = TLSTM(2, size)
+def write_once_then_hold(layer: TLSTM) -> TLSTM:
+    """Gates set so that step 1 (input 0 = 1) writes the candidate and step 2 (input 0 = 0) only carries
+    the memory forward: the forget gate open, the input gate shut, no recurrent weights."""
+    size = layer.hidden_size
     with torch.no_grad():
         for p in (layer.weight_ih, layer.weight_hh, layer.bias):
             p.zero_()
         layer.weight_ih[:size, 0] = 60.0  # input gate: open at step 1 (x_0 = 1) ...
         layer.bias[:size] = -30.0  # ... shut at step 2 (x_0 = 0)
         layer.bias[size:2 * size] = 30.0  # forget gate open
+    return layer
+
+
+def test_longer_gap_discounts_more_of_the_short_term_memory():
+    """With the forget gate open and nothing new written, step 2's memory is C* = C_L + g(dt) * C_S."""
+    torch.manual_seed(5)
+    size = 4
+    layer = write_once_then_hold(TLSTM(2, size, decay="baytas"))
+    with torch.no_grad():
         layer.weight_ih[2 * size:3 * size, 1] = torch.randn(size) * 2  # step 1 writes a candidate
     x = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
     mask = torch.ones(1, 2, dtype=torch.bool)
@@ -167,3 +191,48 @@ def test_rejects_negative_elapsed_time_and_bad_shapes():
         layer(x, torch.tensor([[0.0, -1.0]]), torch.ones(1, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"\(batch, steps, 2\)"):
         layer(torch.zeros(1, 2, 3), torch.zeros(1, 2), torch.ones(1, 2, dtype=torch.bool))
+
+
+def test_learned_gate_decays_memory_more_over_longer_gaps_when_its_weight_says_so():
+    """C* = sigmoid(w dt + b) C: with w < 0 a longer gap keeps less of the memory, per dimension."""
+    torch.manual_seed(6)
+    size = 3
+    layer = write_once_then_hold(TLSTM(1, size, decay="learned"))
+    with torch.no_grad():
+        layer.bias[2 * size:3 * size] = 0.5  # candidate tanh(0.5) written at step 1
+        layer.decay_weight.copy_(torch.tensor([-0.5, -0.1, 0.0]))
+        layer.decay_bias.fill_(2.0)
+    x = torch.tensor([[[1.0], [0.0]]])
+    kept = []
+    for gap in (0.0, 3.0, 12.0):
+        with torch.no_grad():
+            memory = layer(x, torch.tensor([[0.0, gap]]), torch.ones(1, 2, dtype=torch.bool))[1][0]
+        gamma = torch.sigmoid(gap * layer.decay_weight.detach() + 2.0)
+        torch.testing.assert_close(memory[1], gamma * memory[0], atol=1e-5, rtol=0)
+        kept.append(memory[1] / memory[0])
+    assert kept[2][0] < kept[1][0] < kept[0][0]  # strongly negative weight: decays with the gap
+    torch.testing.assert_close(kept[2][2], kept[0][2])  # zero weight: the gap does not matter
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_each_row_is_computed_as_if_it_were_alone(decay):
+    """Rows are reordered by start step and unstarted rows skipped: a batch equals its rows one by one,
+    in values and in gradients."""
+    torch.manual_seed(7)
+    layer = TLSTM(4, 5, decay=decay)
+    x, delta_t, mask = irregular_inputs(batch=4, steps=7, features=4)
+    mask[3, :5] = False  # starts latest; row 0 starts at step 3: out of order
+    x.requires_grad_(True)
+    hidden, memory = layer(x, delta_t, mask)
+    hidden.sum().add(memory.square().sum()).backward()
+    batch_grads = [p.grad.clone() for p in layer.parameters()]
+    for row in range(4):
+        h1, m1 = layer(x[row:row + 1], delta_t[row:row + 1], mask[row:row + 1])
+        torch.testing.assert_close(h1[0], hidden[row], atol=1e-6, rtol=0)
+        torch.testing.assert_close(m1[0], memory[row], atol=1e-6, rtol=0)
+    layer.zero_grad()
+    for row in range(4):
+        h1, m1 = layer(x[row:row + 1], delta_t[row:row + 1], mask[row:row + 1])
+        h1.sum().add(m1.square().sum()).backward()
+    for got, want in zip(batch_grads, (p.grad for p in layer.parameters())):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -6,7 +6,8 @@ from sklearn.cluster import KMeans
 
 from emdlot.data.arrays import SequenceArrays
 from emdlot.evaluation.metrics import classification_metrics
-from emdlot.model import EMDLOT, EMDLOTConfig, to_batch
+from emdlot.model import EMDLOT, to_batch
+from emdlot.training.config import EMDLOTConfig
 from emdlot.training import evaluate, fit, initialise_clusters, interpret, predict_proba
 from emdlot.training.init import encode_all
 

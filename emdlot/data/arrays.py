@@ -18,10 +18,12 @@ class SequenceArrays:
     mask: np.ndarray  # (N, T) bool, True on observed quarters
     delta_t: np.ndarray  # (N, T) float32, months since the previous valid step (first: 0)
     text: np.ndarray  # (N, S, D) float32, S = 2 prospectus sections, D = PCA dims per section
-    text_mask: np.ndarray  # (N,) bool, False where the firm has no prospectus features
+    text_mask: np.ndarray  # (N, S) bool, False for a section the firm has no features for; (N,) is read as every section
     y: np.ndarray  # (N,) int64, index into emdlot.schema.CLASSES
 
     def __post_init__(self) -> None:
+        if np.ndim(self.text_mask) == 1:  # one flag per firm (datasets prepared before per-section masks)
+            self.text_mask = np.repeat(np.asarray(self.text_mask, dtype=bool)[:, None], self.text.shape[1], axis=1)
         n = len(self.y)
         for f in fields(self):
             if len(getattr(self, f.name)) != n:
@@ -32,6 +34,10 @@ class SequenceArrays:
 
     def subset(self, index: np.ndarray) -> "SequenceArrays":
         return SequenceArrays(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+    @classmethod
+    def concat(cls, *parts: "SequenceArrays") -> "SequenceArrays":
+        return cls(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)})
 
     def save(self, path: str | Path) -> None:
         np.savez_compressed(path, **{f.name: getattr(self, f.name) for f in fields(self)})

@@ -50,10 +50,11 @@ class AssemblyError(ValueError):
 
 
 def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims: int = TEXT_DIMS) -> SequenceArrays:
-    """Fill text (N, 2, dims) and text_mask from a firm_id-keyed table; firms without a row get a text mask."""
+    """Fill text (N, 2, dims) and the per-section text_mask (N, 2) from a firm_id-keyed table. A firm
+    without a row has every section masked; a section whose values are missing (NaN) is masked alone."""
     n = len(arrays)
     text = np.zeros((n, len(SECTIONS), dims), dtype=np.float32)
-    has_text = np.zeros(n, dtype=bool)
+    has_text = np.zeros((n, len(SECTIONS)), dtype=bool)
     if text_features is not None:
         columns = [text_feature_column(s, i) for s in SECTIONS for i in range(dims)]
         missing = [c for c in columns if c not in text_features.columns]
@@ -63,7 +64,7 @@ def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims
         present = pd.Index(arrays.firm_id).isin(table.index)
         values = table.reindex(arrays.firm_id[present]).to_numpy(dtype=np.float32).reshape(-1, len(SECTIONS), dims)
         text[present] = np.nan_to_num(values, nan=0.0)
-        has_text[present] = True
+        has_text[present] = np.isfinite(values).all(axis=2)
     return SequenceArrays(arrays.firm_id, arrays.X, arrays.mask, arrays.delta_t, text, has_text, arrays.y)
 
 
@@ -82,26 +83,28 @@ def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> Sequen
     s, d = arrays.text.shape[1:]
     flat = np.concatenate([
         arrays.X.reshape(n, -1), arrays.mask.astype(np.float32), arrays.delta_t,
-        arrays.text.reshape(n, -1), arrays.text_mask[:, None].astype(np.float32),
+        arrays.text.reshape(n, -1), arrays.text_mask.astype(np.float32),
     ], axis=1)
     resampled, y = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, arrays.y)
     extra = len(y) - n
     cut = np.cumsum([t * f, t, t, s * d])
     X, mask, delta_t, text, text_mask = np.split(resampled, cut, axis=1)
     mask = mask >= 0.5
-    text_mask = text_mask[:, 0] >= 0.5
+    text_mask = text_mask >= 0.5
     X = X.reshape(-1, t, f) * mask[:, :, None]
     delta_t = delta_t * mask
     first_valid = mask.argmax(axis=1)
     delta_t[np.arange(len(y)), first_valid] = 0.0
-    text = text.reshape(-1, s, d) * text_mask[:, None, None]
+    text = text.reshape(-1, s, d) * text_mask[:, :, None]
     firm_id = np.concatenate([arrays.firm_id, np.array([f"smote-{i:06d}" for i in range(extra)])])
     return SequenceArrays(firm_id, X.astype(np.float32), mask, delta_t.astype(np.float32), text.astype(np.float32), text_mask, y.astype(np.int64))
 
 
 def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | None = None,
-             cfg: PrepareConfig | None = None, balance: bool = True) -> dict[str, SequenceArrays]:
-    """Train (SMOTE-balanced), val and test arrays of a prepared dataset, with text joined by firm_id."""
+             cfg: PrepareConfig | None = None, balance: bool = True, with_train_val: bool = False) -> dict[str, SequenceArrays]:
+    """Train (SMOTE-balanced), val and test arrays of a prepared dataset, with text joined by firm_id;
+    with `with_train_val`, also "train_val": training and validation firms SMOTE-balanced together (for a
+    refit once early stopping has chosen the epoch count)."""
     dataset = Path(dataset)
     cfg = cfg or read_meta(dataset).config
     if isinstance(text_features, (str, Path)):
@@ -110,6 +113,9 @@ def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | Non
     manifest = pd.read_csv(dataset / MANIFEST_FILE, dtype={"firm_id": str}).set_index("firm_id")
     split = manifest["split"].reindex(sequences.firm_id).to_numpy()
     out = {name: sequences.subset(np.flatnonzero(split == name)) for name in ("train", "val", "test")}
+    if with_train_val:
+        union = SequenceArrays.concat(out["train"], out["val"])
+        out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed) if balance else union
     if balance:
         out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed)
     return out

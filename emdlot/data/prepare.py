@@ -21,7 +21,9 @@ from emdlot.data.assemble import (
     MANIFEST_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, DatasetMeta, assemble,
 )
 from emdlot.data.contract import InputTables, load_inputs
-from emdlot.data.sequences import exclude_lookahead, join_macro, keep_last, months_since_previous, pad_sequences
+from emdlot.data.sequences import (
+    cutoff_before, event_dates, exclude_lookahead, join_macro, keep_last, months_since_previous, pad_sequences,
+)
 from emdlot.data.split import split_firms
 from emdlot.data.transforms import feature_pipeline, save_pipeline
 from emdlot.schema import CLASS_INDEX, CLASSES, SECTIONS, TEXT_DIMS
@@ -37,17 +39,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_manifest(tables: InputTables, kept: pd.DataFrame, cfg: PrepareConfig) -> pd.DataFrame:
-    """One row per labelled firm: its split, or 'rejected' with the reason."""
+def build_manifest(tables: InputTables, kept: pd.DataFrame, events: pd.DataFrame, cfg: PrepareConfig) -> pd.DataFrame:
+    """One row per labelled firm: its split, or 'rejected' with the reason; where its window counts
+    from (event_date, event_source), the cutoff that follows and the date of its last kept row."""
     manifest = tables.labels[["firm_id", "label"]].copy()
+    manifest = manifest.merge(events, on="firm_id", how="left")
+    manifest["cutoff"] = cutoff_before(manifest["event_date"], cfg.exclusion_months)
+    manifest["last_kept"] = manifest["firm_id"].map(kept.groupby("firm_id")["date"].max())
     manifest["split"] = "rejected"
     manifest["reason"] = ""
-    rows_before = tables.panel.groupby("firm_id").size()
-    rows_after = kept.groupby("firm_id").size()
-    empty = manifest["firm_id"].map(rows_after).isna()
+    span = tables.panel.groupby("firm_id")["date"].agg(["size", "min", "max"])
+    empty = manifest["last_kept"].isna()
     manifest.loc[empty, "reason"] = [
-        f"no observation left before the look-ahead window ({int(rows_before.get(f, 0))} rows, all within "
-        f"{cfg.exclusion_months} months before or after event_date)" for f in manifest.loc[empty, "firm_id"]
+        "no row in the panel" if firm not in span.index else
+        f"no observation on or before the cutoff {cutoff:%Y-%m-%d} ({cfg.exclusion_months} months before the "
+        f"{source} date {event:%Y-%m-%d}); its {int(span.loc[firm, 'size'])} rows run from "
+        f"{span.loc[firm, 'min']:%Y-%m-%d} to {span.loc[firm, 'max']:%Y-%m-%d}"
+        for firm, cutoff, source, event in manifest.loc[empty, ["firm_id", "cutoff", "event_source", "event_date"]].itertuples(index=False)
     ]
     usable = manifest.loc[~empty, ["firm_id", "label"]]
     manifest.loc[~empty, "split"] = manifest.loc[~empty, "firm_id"].map(split_firms(usable, cfg)).to_numpy()
@@ -64,7 +72,7 @@ def build_sequences(rows: pd.DataFrame, features: list[str], order: list[str], l
     n = len(order)
     return SequenceArrays(
         firm_id=np.array(order), X=X, mask=mask, delta_t=dt,
-        text=np.zeros((n, len(SECTIONS), TEXT_DIMS), dtype=np.float32), text_mask=np.zeros(n, dtype=bool),
+        text=np.zeros((n, len(SECTIONS), TEXT_DIMS), dtype=np.float32), text_mask=np.zeros((n, len(SECTIONS)), dtype=bool),
         y=labels.reindex(order).map(CLASS_INDEX).to_numpy(dtype=np.int64),
     )
 
@@ -77,8 +85,9 @@ def prepare(input_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | Non
     tables = load_inputs(input_dir)
     features = tables.feature_names
 
-    kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months), cfg.max_len)
-    manifest = build_manifest(tables, kept, cfg)
+    events = event_dates(tables.panel, tables.labels, cfg.exclusion_months, cfg.performing_cutoff, cfg.seed)
+    kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months, events), cfg.max_len)
+    manifest = build_manifest(tables, kept, events, cfg)
     manifest.to_csv(out / MANIFEST_FILE, index=False)
     split = manifest.set_index("firm_id")["split"]
     log.info("split: %s", manifest["split"].value_counts().to_dict())

@@ -12,19 +12,27 @@ def last_step_features(arrays: SequenceArrays) -> np.ndarray:
 
 
 def sequence_summary_features(arrays: SequenceArrays) -> np.ndarray:
-    """Per feature over observed steps: mean, std, min, max, last, last - mean, least-squares slope per
-    month; plus the number of observed steps and the mean gap: (N, 7F + 2)."""
-    mask = arrays.mask[:, :, None]
+    """`trend_summary` plus the number of observed steps and the mean gap: (N, 7F + 2). The last two say
+    how long and how dense a history is, which under the paper's cutoffs also says when it ends."""
+    trend = trend_summary(arrays.X, arrays.mask, arrays.delta_t)
     n_obs = np.maximum(arrays.mask.sum(axis=1), 1)[:, None]
-    values = np.where(mask, arrays.X, 0.0)
-    mean = values.sum(axis=1) / n_obs
-    var = (np.where(mask, arrays.X - mean[:, None, :], 0.0) ** 2).sum(axis=1) / n_obs
-    lo = np.where(mask, arrays.X, np.inf).min(axis=1)
-    hi = np.where(mask, arrays.X, -np.inf).max(axis=1)
-    last = arrays.X[:, -1, :]
-    months = np.cumsum(arrays.delta_t, axis=1)[:, :, None]  # elapsed months since the first observed step
-    t_mean = np.where(mask, months, 0.0).sum(axis=1) / n_obs
-    t_centred = np.where(mask, months - t_mean[:, None, :], 0.0)
-    slope = (t_centred * np.where(mask, arrays.X - mean[:, None, :], 0.0)).sum(axis=1) / np.maximum((t_centred**2).sum(axis=1), 1e-9)
     gap = arrays.delta_t.sum(axis=1, keepdims=True) / np.maximum(n_obs - 1, 1)
-    return np.concatenate([mean, np.sqrt(var), lo, hi, last, last - mean, slope, n_obs.astype(float), gap], axis=1).astype(np.float32)
+    return np.concatenate([trend, n_obs.astype(np.float32), gap.astype(np.float32)], axis=1)
+
+
+def trend_summary(X: np.ndarray, mask: np.ndarray, delta_t: np.ndarray) -> np.ndarray:
+    """Per feature over observed steps: mean, std, min, max, last, last - mean, least-squares slope per
+    month: (N, 7F). Nothing about the sequence's length or timing, only its values' level and trend."""
+    valid = mask[:, :, None]
+    n_obs = np.maximum(mask.sum(axis=1), 1)[:, None]
+    mean = np.where(valid, X, 0.0).sum(axis=1) / n_obs
+    centred = np.where(valid, X - mean[:, None, :], 0.0)
+    var = (centred**2).sum(axis=1) / n_obs
+    lo = np.where(valid, X, np.inf).min(axis=1)
+    hi = np.where(valid, X, -np.inf).max(axis=1)
+    last = X[:, -1, :]
+    months = np.cumsum(delta_t, axis=1)[:, :, None]  # elapsed months since the first observed step
+    t_mean = np.where(valid, months, 0.0).sum(axis=1) / n_obs
+    t_centred = np.where(valid, months - t_mean[:, None, :], 0.0)
+    slope = (t_centred * centred).sum(axis=1) / np.maximum((t_centred**2).sum(axis=1), 1e-9)
+    return np.concatenate([mean, np.sqrt(var), lo, hi, last, last - mean, slope], axis=1).astype(np.float32)

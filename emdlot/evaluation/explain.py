@@ -20,9 +20,10 @@ def modality_weights(interp: Interpretation, y: np.ndarray) -> pd.DataFrame:
 
 
 def chapter_weights(interp: Interpretation, y: np.ndarray, text_mask: np.ndarray) -> pd.DataFrame:
-    """Mean chapter weights per true class over firms with text (Figure 7, right)."""
-    frame = pd.DataFrame(interp.chapter_weights[text_mask], columns=list(SECTIONS))
-    frame["label"] = np.asarray(CLASSES)[y[text_mask]]
+    """Mean chapter weights per true class over firms with any text (Figure 7, right)."""
+    has_text = text_mask.any(axis=1) if text_mask.ndim == 2 else text_mask
+    frame = pd.DataFrame(interp.chapter_weights[has_text], columns=list(SECTIONS))
+    frame["label"] = np.asarray(CLASSES)[y[has_text]]
     return frame.groupby("label").mean().reindex(list(CLASSES)).reset_index()
 
 

@@ -112,7 +112,7 @@ class ChapterAttention(nn.Module):
         self.pool = AdditiveAttention(hidden_size, hidden_size, temperature, uniform=uniform)
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """text (B, S, D), text_mask (B,) -> z_text (B, H), chapter weights (B, S); 0 where no text."""
+        """text (B, S, D), section mask (B, S) -> z_text (B, H), chapter weights (B, S): a missing
+        section gets weight 0, a firm without any section all 0."""
         chapters = torch.einsum("bsd,sdh->bsh", text, self.section_weight) + self.section_bias
-        section_mask = text_mask.unsqueeze(-1).expand(-1, chapters.shape[1])
-        return self.pool(chapters, section_mask)
+        return self.pool(chapters, text_mask)

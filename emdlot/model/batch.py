@@ -1,7 +1,8 @@
 """The model's input: a plain dict of tensors built from SequenceArrays.
 
-Keys: "X" (B, T, F) float32, "mask" (B, T) bool, "delta_t" (B, T) float32 months,
-"text" (B, S, D) float32, "text_mask" (B,) bool, and "y" (B,) int64 when labels are wanted.
+Keys: "X" (B, T, F) float32, "summary" (B, 7F) float32 (each feature's level and trend over the
+valid steps, emdlot.data.summary.trend_summary), "mask" (B, T) bool, "delta_t" (B, T) float32 months,
+"text" (B, S, D) float32, "text_mask" (B, S) bool (per section), and "y" (B,) int64 when labels are wanted.
 Arrays are checked once here, naming the firm, so the forward pass can trust its input.
 """
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from emdlot.data.arrays import SequenceArrays
+from emdlot.data.summary import trend_summary
 
 Batch = dict[str, torch.Tensor]
 
@@ -36,7 +38,7 @@ def check_arrays(arrays: SequenceArrays, name: str = "arrays") -> None:
     if bad_dt.any():
         row, step = (int(i) for i in np.argwhere(bad_dt)[0])
         raise ValueError(f"{name}.delta_t: firm {str(arrays.firm_id[row])!r} (row {row}) has elapsed time {arrays.delta_t[row, step]} at step {step}; need finite months >= 0")
-    bad_text = ~np.isfinite(arrays.text) & arrays.text_mask[:, None, None]
+    bad_text = ~np.isfinite(arrays.text) & arrays.text_mask[:, :, None]
     if bad_text.any():
         row, section, col = (int(i) for i in np.argwhere(bad_text)[0])
         raise ValueError(f"{name}.text: firm {str(arrays.firm_id[row])!r} (row {row}) has a non-finite value in section {section}, dimension {col}")
@@ -47,11 +49,14 @@ def to_batch(arrays: SequenceArrays, device: str | torch.device = "cpu", with_la
     check_arrays(arrays, name)
     # Padded positions may hold anything upstream; the model must never see NaN there either.
     mask = np.asarray(arrays.mask, dtype=bool)
+    X = np.where(mask[:, :, None], arrays.X, 0.0)
+    delta_t = np.where(mask, arrays.delta_t, 0.0)
     batch = {
-        "X": torch.as_tensor(np.where(mask[:, :, None], arrays.X, 0.0), dtype=torch.float32),
+        "X": torch.as_tensor(X, dtype=torch.float32),
+        "summary": torch.as_tensor(trend_summary(X, mask, delta_t), dtype=torch.float32),
         "mask": torch.as_tensor(mask),
-        "delta_t": torch.as_tensor(np.where(mask, arrays.delta_t, 0.0), dtype=torch.float32),
-        "text": torch.as_tensor(np.where(arrays.text_mask[:, None, None], arrays.text, 0.0), dtype=torch.float32),
+        "delta_t": torch.as_tensor(delta_t, dtype=torch.float32),
+        "text": torch.as_tensor(np.where(arrays.text_mask[:, :, None], arrays.text, 0.0), dtype=torch.float32),
         "text_mask": torch.as_tensor(np.asarray(arrays.text_mask, dtype=bool)),
     }
     if with_labels:

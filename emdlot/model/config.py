@@ -1,18 +1,16 @@
-"""Typed settings of the EMDLOT model and its training, defaulting to the paper's Table 5 optimum.
+"""Typed settings of the EMDLOT architecture, defaulting to the paper's Table 5 optimum.
 
 Settings the paper does not state (marked "not in the paper") are ours; they are here so
-that nothing is hidden as a constant deep in the code.
+that nothing is hidden as a constant deep in the code. How a model is trained (optimiser, loss
+weights, early stopping) lives in emdlot.training.config.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Literal
 
-import torch
 from pydantic import Field
 
-from emdlot.config import StrictModel, load_config
-from emdlot.evaluation.metrics import CompositeWeights
+from emdlot.config import StrictModel
 
 
 class ModelConfig(StrictModel):
@@ -24,6 +22,9 @@ class ModelConfig(StrictModel):
     modal_temperature: float = Field(2.6, gt=0.0)  # Table 5
     numeric_feature_temperature: float = Field(0.9, gt=0.0)  # Table 5
     text_feature_temperature: float = Field(0.55, gt=0.0)  # Table 5
+    # How the T-LSTM decays memory over the gap between quarters: "learned" is the paper's gate
+    # gamma = sigmoid(W delta_t + b) (section 3.1); "baytas" is Baytas et al.'s fixed 1/log(e + delta_t).
+    decay: Literal["learned", "baytas"] = "learned"
     # Not in the paper: width of each feature's own embedding e_{t,j} (= T-LSTM input size).
     feature_embed_size: int = Field(64, ge=1)
     # Not in the paper: temperature of the attention over time steps that pools the T-LSTM states.
@@ -33,82 +34,11 @@ class ModelConfig(StrictModel):
     use_text: bool = True  # False = ABL1 (no text modality)
     use_clustering: bool = True  # False = ABL2 (one prediction head, no clusters)
     use_attention: bool = True  # False = ABL3 (uniform weights at every attention level)
+    # Not in the paper: a third modality, each feature's level and trend over the firm's quarters (mean,
+    # sd, min, max, last, last - mean, slope: what a boosted tree reads), through a small MLP. It gives
+    # the head the firm's own history in a form that needs no recurrence to learn from a few firms.
+    use_summary: bool = False
 
     @property
     def head_width(self) -> int:
         return self.head_hidden_size or self.hidden_size
-
-
-class TrainConfig(StrictModel):
-    """Optimisation, loss weights, initialisation and early stopping."""
-
-    learning_rate: float = Field(0.0006175651418191845, gt=0.0)  # Table 5
-    weight_decay: float = Field(1.0162398945608497e-06, ge=0.0)  # Table 5 (AdamW)
-    batch_size: int = Field(8, ge=1)  # Table 5
-    patience: int = Field(13, ge=1)  # Table 5: epochs without a better validation score
-    cluster_loss_weight: float = Field(0.004, ge=0.0)  # Table 5: beta, weight of L_sep
-    dist_loss_weight: float = Field(0.035, ge=0.0)  # Table 5: alpha, weight of L_dist
-    # Not in the paper: an upper bound so a run always ends even if the score keeps creeping up.
-    max_epochs: int = Field(100, ge=1)
-    # Not in the paper: CAMELOT-style initialisation lengths (encoder + plain head, then identifier).
-    warmup_epochs: int = Field(3, ge=0)
-    identifier_epochs: int = Field(10, ge=0)
-    kmeans_n_init: int = Field(10, ge=1)
-    # Not in the paper: gradient-norm clipping; None leaves gradients as they are.
-    grad_clip_norm: float | None = Field(None, gt=0.0)
-    # Early stopping counts an epoch as better only if it beats the best score by more than this.
-    min_improvement: float = Field(0.0, ge=0.0)
-    eval_batch_size: int = Field(256, ge=1)  # validation / prediction batches (no effect on results)
-    score_weights: CompositeWeights = CompositeWeights()  # DESIGN.md section 4
-    device: str = "cpu"
-    progress: bool = True  # tqdm bars for warm-up and epochs
-
-    def optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.AdamW:
-        """AdamW with this run's learning rate and weight decay; the fused kernel (about 30% faster per
-        step at the paper's model size on the CPU) updates each tensor in one pass."""
-        return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=True)
-
-
-# Where each Table 5 hyperparameter (the tuning search space) lives.
-_MODEL_KEYS = frozenset(ModelConfig.model_fields)
-_TRAIN_KEYS = frozenset(TrainConfig.model_fields)
-
-
-class EMDLOTConfig(StrictModel):
-    """Everything one training run needs besides data and seed; YAML sections `model:` and `train:`."""
-
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-
-    def with_params(self, params: dict[str, Any]) -> "EMDLOTConfig":
-        """Copy with flat hyperparameters (e.g. one Tune trial's Table 5 values) routed to their section."""
-        model_updates: dict[str, Any] = {}
-        train_updates: dict[str, Any] = {}
-        for key, value in params.items():
-            if key in _MODEL_KEYS:
-                model_updates[key] = value
-            elif key in _TRAIN_KEYS:
-                train_updates[key] = value
-            else:
-                raise ValueError(f"unknown EMDLOT hyperparameter {key!r}; model keys: {sorted(_MODEL_KEYS)}, train keys: {sorted(_TRAIN_KEYS)}")
-        return EMDLOTConfig(
-            model=ModelConfig.model_validate({**self.model.model_dump(), **model_updates}),
-            train=TrainConfig.model_validate({**self.train.model_dump(), **train_updates}),
-        )
-
-    def ablation(self, name: Literal["EMDLOT", "ABL1", "ABL2", "ABL3"]) -> "EMDLOTConfig":
-        """The same configuration with one component removed, as in the paper's Table 8."""
-        switches = {
-            "EMDLOT": {},
-            "ABL1": {"use_text": False},
-            "ABL2": {"use_clustering": False},
-            "ABL3": {"use_attention": False},
-        }
-        if name not in switches:
-            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(switches)}")
-        return self.with_params(switches[name])
-
-
-def load_emdlot_config(path: str | Path | None = None) -> EMDLOTConfig:
-    """Read a YAML file with optional `model:` and `train:` sections (yaml.safe_load; unknown keys fail)."""
-    return load_config(EMDLOTConfig, path)

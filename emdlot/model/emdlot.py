@@ -20,12 +20,13 @@ from torch import nn
 
 from emdlot.model.attention import AdditiveAttention, ChapterAttention, FeatureAttention
 from emdlot.model.batch import Batch
-from emdlot.model.clustering import SingleHead, SoftClustering
+from emdlot.model.clustering import SingleHead, SoftClustering, mlp
 from emdlot.model.config import ModelConfig
 from emdlot.model.tlstm import TLSTM
 from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
 
-MODALITIES: tuple[str, ...] = ("numeric", "text")
+MODALITIES: tuple[str, ...] = ("numeric", "text", "summary")
+SUMMARY_STATS = 7  # per feature in batch["summary"]: mean, sd, min, max, last, last - mean, slope
 
 
 @dataclass
@@ -34,7 +35,7 @@ class Encoding:
     feature_attention: torch.Tensor  # (B, T, F) alpha; 0 on padded steps
     temporal_weights: torch.Tensor  # (B, T) over valid steps; 0 on padded steps
     chapter_weights: torch.Tensor  # (B, S) over sections; 0 where the text modality is unused
-    modality_weights: torch.Tensor  # (B, 2) over MODALITIES
+    modality_weights: torch.Tensor  # (B, 3) over MODALITIES; 0 for a modality the model does not use
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Interpretation:
     feature_attention: np.ndarray  # (N, T, F) feature x quarter map
     temporal_weights: np.ndarray  # (N, T)
     chapter_weights: np.ndarray  # (N, S), sections in SECTIONS order
-    modality_weights: np.ndarray  # (N, 2), MODALITIES order
+    modality_weights: np.ndarray  # (N, 3), MODALITIES order
     cluster_membership: np.ndarray  # (N, K) pi
     cluster: np.ndarray  # (N,) argmax of pi
 
@@ -69,11 +70,15 @@ class EMDLOT(nn.Module):
         hidden = config.hidden_size
         uniform = not config.use_attention
         self.feature_attention = FeatureAttention(num_features, config.feature_embed_size, config.numeric_feature_temperature, uniform)
-        self.tlstm = TLSTM(config.feature_embed_size, hidden)
+        self.tlstm = TLSTM(config.feature_embed_size, hidden, decay=config.decay)
         self.temporal_attention = AdditiveAttention(hidden, hidden, config.temporal_temperature, uniform=uniform)
         if config.use_text:
             self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
-            self.modality_attention = AdditiveAttention(hidden, hidden, config.modal_temperature, num_item_vectors=len(MODALITIES), uniform=uniform)
+        if config.use_summary:
+            self.summary_encoder = mlp(SUMMARY_STATS * num_features, hidden, hidden, config.dropout)
+        self.modalities = [m for m, used in zip(MODALITIES, (True, config.use_text, config.use_summary)) if used]
+        if len(self.modalities) > 1:
+            self.modality_attention = AdditiveAttention(hidden, hidden, config.modal_temperature, num_item_vectors=len(self.modalities), uniform=uniform)
         self.dropout = nn.Dropout(config.dropout)
         if config.use_clustering:
             self.head: SoftClustering | SingleHead = SoftClustering(config.num_clusters, hidden, config.head_width, num_classes, config.dropout)
@@ -93,23 +98,40 @@ class EMDLOT(nn.Module):
         x, mask = batch["X"], batch["mask"]
         if x.dim() != 3 or x.shape[-1] != self.num_features:
             raise ValueError(f"batch X must be (batch, steps, {self.num_features}), got {tuple(x.shape)}")
+        # Leading steps that are padding for every firm of the batch change nothing (zero state, zero
+        # weight): skip them, and give the maps back at full length. About a sixth of a batch of 8.
+        steps = x.shape[1]
+        skip = int(mask.any(dim=0).to(torch.int8).argmax()) if bool(mask.any()) else 0
+        x, mask, delta_t = x[:, skip:], mask[:, skip:], batch["delta_t"][:, skip:]
         step_input, alpha = self.feature_attention(x, mask)
-        hidden, _ = self.tlstm(step_input, batch["delta_t"], mask)
+        hidden, _ = self.tlstm(step_input, delta_t, mask)
         z_num, temporal = self.temporal_attention(hidden, mask)
+        if skip:
+            alpha = nn.functional.pad(alpha, (0, 0, skip, 0))
+            temporal = nn.functional.pad(temporal, (skip, 0))
+        assert alpha.shape[1] == steps
 
         batch_size = x.shape[0]
-        if not self.config.use_text:
-            modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)
+        always = torch.ones(batch_size, dtype=torch.bool, device=z_num.device)
+        items, present = [z_num], [always]
+        chapters = torch.zeros(batch_size, self.num_sections, dtype=z_num.dtype, device=z_num.device)
+        if self.config.use_text:
+            text, text_mask = batch["text"], batch["text_mask"]
+            if text.shape[1] != self.num_sections:
+                raise ValueError(f"batch text has {text.shape[1]} sections, the model was built for {self.num_sections}")
+            z_text, chapters = self.chapter_attention(text, text_mask)
+            items.append(z_text)
+            present.append(text_mask.any(dim=1))  # a firm without any section: text modality masked
+        if self.config.use_summary:
+            items.append(self.summary_encoder(batch["summary"]))
+            present.append(always)
+        modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)
+        if len(items) == 1:
+            z = z_num
             modality[:, 0] = 1.0
-            chapters = torch.zeros(batch_size, self.num_sections, dtype=z_num.dtype, device=z_num.device)
-            return Encoding(z=z_num, feature_attention=alpha, temporal_weights=temporal, chapter_weights=chapters, modality_weights=modality)
-
-        text, text_mask = batch["text"], batch["text_mask"]
-        if text.shape[1] != self.num_sections:
-            raise ValueError(f"batch text has {text.shape[1]} sections, the model was built for {self.num_sections}")
-        z_text, chapters = self.chapter_attention(text, text_mask)
-        modality_mask = torch.stack([torch.ones_like(text_mask), text_mask], dim=1)
-        z, modality = self.modality_attention(torch.stack([z_num, z_text], dim=1), modality_mask)
+        else:
+            z, weights = self.modality_attention(torch.stack(items, dim=1), torch.stack(present, dim=1))
+            modality[:, [MODALITIES.index(m) for m in self.modalities]] = weights
         return Encoding(z=z, feature_attention=alpha, temporal_weights=temporal, chapter_weights=chapters, modality_weights=modality)
 
     def forward(self, batch: Batch) -> EMDLOTOutput:

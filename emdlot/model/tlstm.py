@@ -1,35 +1,44 @@
-"""Time-aware LSTM (Baytas et al. 2017) over padded batches of irregular sequences.
+"""Time-aware LSTM over padded batches of irregular sequences, with two ways to decay memory.
 
-Per step, the previous memory is split into a short-term part that decays with the
-elapsed time and a long-term part that does not:
+Per step, the previous memory C_{t-1} is adjusted for the time elapsed since the previous
+observation (delta_t, in months), then the standard LSTM gates run on (x_t, h_{t-1}) with the
+adjusted memory C* in place of C_{t-1}:
 
-    C_S  = tanh(W_d C_{t-1} + b_d)            short-term memory
-    g    = 1 / log(e + delta_t)               elapsed-time decay (1 when delta_t = 0)
-    C*   = (C_{t-1} - C_S) + g * C_S          adjusted previous memory
-    then the standard LSTM gates on (x_t, h_{t-1}), with C* in place of C_{t-1}.
+    decay="learned" (paper section 3.1, the default): a learnable vector gate on delta_t
+        gamma = sigmoid(w_g * delta_t + b_g)           (w_g, b_g in R^H)
+        C*    = gamma * C_{t-1}
+    decay="baytas" (Baytas et al. 2017): only a short-term part decays, by a fixed function
+        C_S   = tanh(W_d C_{t-1} + b_d)
+        g     = 1 / log(e + delta_t)                   (1 when delta_t = 0)
+        C*    = (C_{t-1} - C_S) + g * C_S
+
+    i, f, g~, o = gates(x_t, h_{t-1});  C_t = f * C* + i * g~;  h_t = o * tanh(C_t)
 
 Padded steps (mask False) leave (h, C) unchanged, wherever they sit in the sequence.
 
-Speed: the layer is one custom autograd function with the backward pass written out by
-hand. The input projections of all steps are one matrix product; each step then costs two
-matrix products forward (h W_hh^T, C W_d^T) and two backward, element-wise work uses fused
-derivative kernels, and the weight gradients are one product over all steps together (as
-fused RNN kernels do). On this 2-core CPU (hidden 512, 39 steps, batch 64) a plain autograd
-loop took about 2.5x the time of torch.nn.LSTM, the same loop under torch.compile about 1.5x
-(after ~80 s of compiling), this layer about 1.35x with no compile step;
-benchmarks/tlstm_speed.py measures it.
+Speed: the recurrence is one custom autograd function with the backward pass written out by
+hand. The input projections of all steps are one matrix product; each step then costs one
+(learned) or two (baytas) small matrix products forward and as many backward, element-wise work
+uses fused derivative kernels, and the weight gradients are one product over all steps. Rows are
+ordered by the step at which their sequence starts, so step t only computes the rows that have
+started (a firm with 18 of 39 quarters costs 18 steps, not 39): with pre-padded sequences about
+half the work of a full batch is skipped, exactly, since a row that has not started keeps its
+zero state. benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
 """
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+Decay = Literal["learned", "baytas"]
+
 
 def elapsed_time_decay(delta_t: torch.Tensor) -> torch.Tensor:
-    """g(dt) = 1 / log(e + dt): 1 for back-to-back steps, shrinking slowly as gaps grow."""
+    """g(dt) = 1 / log(e + dt): 1 for back-to-back steps, shrinking slowly as gaps grow (Baytas et al.)."""
     return 1.0 / torch.log(math.e + delta_t)
 
 
@@ -39,57 +48,79 @@ _sigmoid_grad = torch.ops.aten.sigmoid_backward
 _tanh_grad = torch.ops.aten.tanh_backward
 
 
-class _TLSTMFunction(torch.autograd.Function):
-    """The whole layer, time-major, with a hand-written backward pass.
+def _started_rows(keep: torch.Tensor) -> list[int]:
+    """keep (T, B, 1) with rows ordered by start step -> how many rows have started at each step."""
+    started = keep[:, :, 0].to(torch.int32).cummax(dim=0).values.sum(dim=1)
+    return started.tolist()
 
-    Inputs: x (T, B, I); decay (T, B, 1); keep (T, B, 1) bool; weight_ih (4H, I); bias (4H,);
-    weight_hh (4H, H); weight_short (H, H); bias_short (H,). Gate order (i, f, g, o) as in
-    torch.nn.LSTM. Outputs: hidden states (T, B, H) and memory cells (T, B, H), both carried
-    unchanged through padded steps.
+
+class _TLSTMFunction(torch.autograd.Function):
+    """The whole layer, time-major, rows ordered by start step, with a hand-written backward.
+
+    Inputs: x (T, B, I); retain (T, B, H) = gamma for decay "learned", or (T, B, 1) = g - 1 for
+    "baytas"; keep (T, B, 1) bool; weight_ih (4H, I); bias (4H,); weight_hh (4H, H); and for "baytas"
+    weight_short (H, H), bias_short (H,) (None otherwise). Gate order (i, f, g, o) as in
+    torch.nn.LSTM. Outputs: hidden states and memory cells (T, B, H), carried through padded steps.
     """
 
     @staticmethod
-    def forward(ctx, x, decay, keep, weight_ih, bias, weight_hh, weight_short, bias_short):
+    def forward(ctx, x, retain, keep, weight_ih, bias, weight_hh, weight_short, bias_short):
         steps, batch, inputs = x.shape
         size = weight_hh.shape[1]
+        baytas = weight_short is not None
+        active = _started_rows(keep)
         # Input projections of every step in one product; the loop adds h W_hh^T in place, so
         # `gates` ends up holding the gate activations the backward pass needs.
         gates = torch.addmm(bias, x.reshape(steps * batch, inputs), weight_ih.t()).view(steps, batch, 4 * size)
-        short = bias_short.expand(steps, batch, size).contiguous()  # becomes C_S = tanh(W_d C + b_d)
-        adjusted = torch.empty_like(short)  # C*
-        tanh_memory = torch.empty_like(short)
-        hidden = torch.empty_like(short)
-        memory = torch.empty_like(short)
+        short = bias_short.expand(steps, batch, size).contiguous() if baytas else None  # -> C_S
+        adjusted = x.new_zeros(steps, batch, size)  # C*
+        tanh_memory = x.new_zeros(steps, batch, size)
+        hidden = x.new_zeros(steps, batch, size)
+        memory = x.new_zeros(steps, batch, size)
 
         h = x.new_zeros(batch, size)
         c = x.new_zeros(batch, size)
-        decay_minus_one = decay - 1.0
         for t in range(steps):
+            n = active[t]
+            if n == 0:  # no row has started: every state is still the zero initial state
+                continue
+            hn, cn = h[:n], c[:n]
+            a = gates[t, :n]
             if t > 0:  # the initial state is zero: step 0 needs no recurrent products
-                short[t].addmm_(c, weight_short.t())
-                gates[t].addmm_(h, weight_hh.t())
-            s = short[t].tanh_()
-            c_adj = torch.addcmul(c, decay_minus_one[t], s, out=adjusted[t])
-            a = gates[t]
+                a.addmm_(hn, weight_hh.t())
+            if baytas:
+                if t > 0:
+                    short[t, :n].addmm_(cn, weight_short.t())
+                s = short[t, :n].tanh_()
+                c_adj = torch.addcmul(cn, retain[t, :n], s, out=adjusted[t, :n])
+            else:
+                c_adj = torch.mul(retain[t, :n], cn, out=adjusted[t, :n])
             a[:, : 2 * size].sigmoid_()
             a[:, 2 * size : 3 * size].tanh_()
             a[:, 3 * size :].sigmoid_()
             i, f, g, o = a.chunk(4, dim=1)
             c_new = torch.addcmul(f * c_adj, i, g)
-            h_new = o * torch.tanh(c_new, out=tanh_memory[t])
-            c = torch.where(keep[t], c_new, c, out=memory[t])
-            h = torch.where(keep[t], h_new, h, out=hidden[t])
+            h_new = o * torch.tanh(c_new, out=tanh_memory[t, :n])
+            k = keep[t, :n]
+            c = torch.where(k, c_new, cn, out=memory[t, :n])
+            h = torch.where(k, h_new, hn, out=hidden[t, :n])
+            if n < batch:  # rows not started yet: zero state, already zero in `hidden` / `memory`
+                h, c = hidden[t], memory[t]
 
-        ctx.save_for_backward(x, decay_minus_one, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory)
+        ctx.active = active
+        ctx.save_for_backward(x, retain, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory)
         return hidden, memory
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_hidden, grad_memory):
-        x, decay_minus_one, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory = ctx.saved_tensors
+        x, retain, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory = ctx.saved_tensors
+        active = ctx.active
+        baytas = weight_short is not None
         steps, batch, size = hidden.shape
-        grad_gates = torch.empty_like(gates)  # d loss / d gate pre-activations
-        grad_short = torch.empty_like(short)  # d loss / d (W_d C + b_d)
+        grad_gates = torch.zeros_like(gates)  # d loss / d gate pre-activations; 0 where a row has not started
+        grad_short = torch.zeros_like(short) if baytas else None  # d loss / d (W_d C + b_d)
+        grad_retain = None if baytas else torch.zeros_like(retain)  # d loss / d gamma
         dh = hidden.new_zeros(batch, size)
         dc = hidden.new_zeros(batch, size)
         keep_f = keep.to(hidden.dtype)
@@ -99,20 +130,30 @@ class _TLSTMFunction(torch.autograd.Function):
                 dh.add_(grad_hidden[t])
             if grad_memory is not None:
                 dc.add_(grad_memory[t])
-            k = keep_f[t]
-            i, f, g, o = gates[t].chunk(4, dim=1)
-            di, df, dg, do = grad_gates[t].chunk(4, dim=1)
-            dh_new = dh * k
-            dc_new = _tanh_grad(dh_new * o, tanh_memory[t]).addcmul_(dc, k)
-            _sigmoid_grad.grad_input(dh_new * tanh_memory[t], o, grad_input=do)
+            n = active[t]
+            if n == 0:
+                break  # earlier steps have no started row either
+            k = keep_f[t, :n]
+            dhn, dcn = dh[:n], dc[:n]
+            i, f, g, o = gates[t, :n].chunk(4, dim=1)
+            di, df, dg, do = grad_gates[t, :n].chunk(4, dim=1)
+            dh_new = dhn * k
+            dc_new = _tanh_grad(dh_new * o, tanh_memory[t, :n]).addcmul_(dcn, k)
+            _sigmoid_grad.grad_input(dh_new * tanh_memory[t, :n], o, grad_input=do)
             _sigmoid_grad.grad_input(dc_new * g, i, grad_input=di)
-            _sigmoid_grad.grad_input(dc_new * adjusted[t], f, grad_input=df)
+            _sigmoid_grad.grad_input(dc_new * adjusted[t, :n], f, grad_input=df)
             _tanh_grad.grad_input(dc_new * i, g, grad_input=dg)
             d_adjusted = dc_new.mul_(f)
-            _tanh_grad.grad_input(d_adjusted * decay_minus_one[t], short[t], grad_input=grad_short[t])
-            if t > 0:  # nothing flows into the fixed zero initial state
-                dh.mul_(carry_f[t]).addmm_(grad_gates[t], weight_hh)
-                dc.mul_(carry_f[t]).add_(d_adjusted).addmm_(grad_short[t], weight_short)
+            if baytas:
+                _tanh_grad.grad_input(d_adjusted * retain[t, :n], short[t, :n], grad_input=grad_short[t, :n])
+            if t == 0:
+                break  # nothing flows into the fixed zero initial state
+            dhn.mul_(carry_f[t, :n]).addmm_(grad_gates[t, :n], weight_hh)
+            if baytas:
+                dcn.mul_(carry_f[t, :n]).add_(d_adjusted).addmm_(grad_short[t, :n], weight_short)
+            else:
+                torch.mul(d_adjusted, memory[t - 1, :n], out=grad_retain[t, :n])
+                dcn.mul_(carry_f[t, :n]).addcmul_(d_adjusted, retain[t, :n])
 
         # Weight gradients: one product over all steps. Step t > 0 reads the states of step t-1;
         # step 0 reads zeros and adds nothing to the recurrent weights' gradients.
@@ -121,37 +162,51 @@ class _TLSTMFunction(torch.autograd.Function):
         grad_weight_ih = flat_gates.t() @ x.reshape(steps * batch, -1)
         grad_bias = flat_gates.sum(dim=0)
         grad_weight_hh = grad_gates[1:].reshape(-1, 4 * size).t() @ hidden[:-1].reshape(-1, size)
-        grad_weight_short = grad_short[1:].reshape(-1, size).t() @ memory[:-1].reshape(-1, size)
-        grad_bias_short = grad_short.view(steps * batch, size).sum(dim=0)
-        return grad_x, None, None, grad_weight_ih, grad_bias, grad_weight_hh, grad_weight_short, grad_bias_short
+        grad_weight_short = grad_bias_short = None
+        if baytas:
+            grad_weight_short = grad_short[1:].reshape(-1, size).t() @ memory[:-1].reshape(-1, size)
+            grad_bias_short = grad_short.view(steps * batch, size).sum(dim=0)
+        return grad_x, grad_retain, None, grad_weight_ih, grad_bias, grad_weight_hh, grad_weight_short, grad_bias_short
 
 
 class TLSTM(nn.Module):
     """One T-LSTM layer, batch-first, for padded sequences with elapsed times.
 
     Parameter layout follows torch.nn.LSTM (gate order i, f, g, o; `weight_ih`, `weight_hh`),
-    with one bias (nn.LSTM's bias_ih + bias_hh) plus the short-term memory map
-    `weight_short` / `bias_short` (W_d, b_d).
+    with one bias (nn.LSTM's bias_ih + bias_hh), plus the decay's own parameters:
+    `decay_weight` / `decay_bias` (w_g, b_g) for "learned", `weight_short` / `bias_short`
+    (W_d, b_d) for "baytas".
     """
 
-    def __init__(self, input_size: int, hidden_size: int) -> None:
+    def __init__(self, input_size: int, hidden_size: int, decay: Decay = "learned") -> None:
         super().__init__()
         if input_size < 1 or hidden_size < 1:
             raise ValueError(f"TLSTM needs positive sizes, got input_size={input_size}, hidden_size={hidden_size}")
+        if decay not in ("learned", "baytas"):
+            raise ValueError(f"unknown T-LSTM decay {decay!r}; choose 'learned' (paper) or 'baytas'")
         self.input_size = input_size
         self.hidden_size = hidden_size
+        self.decay = decay
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
         self.bias = nn.Parameter(torch.empty(4 * hidden_size))
-        self.weight_short = nn.Parameter(torch.empty(hidden_size, hidden_size))
-        self.bias_short = nn.Parameter(torch.empty(hidden_size))
+        if decay == "baytas":
+            self.weight_short = nn.Parameter(torch.empty(hidden_size, hidden_size))
+            self.bias_short = nn.Parameter(torch.empty(hidden_size))
+        else:
+            self.decay_weight = nn.Parameter(torch.empty(hidden_size))
+            self.decay_bias = nn.Parameter(torch.empty(hidden_size))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every tensor, as torch.nn.LSTM does."""
+        """Uniform(-1/sqrt(H), 1/sqrt(H)) for every tensor, as torch.nn.LSTM does; the learned gate's
+        bias starts at 1 (not in the paper) so memory is mostly kept until training says otherwise,
+        as with the usual forget-gate bias of 1."""
         bound = 1.0 / math.sqrt(self.hidden_size)
         for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
+        if self.decay == "learned":
+            nn.init.constant_(self.decay_bias, 1.0)
 
     def forward(self, x: torch.Tensor, delta_t: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, T, I), delta_t (B, T) >= 0, mask (B, T) bool -> hidden states (B, T, H), memory (B, T, H).
@@ -167,8 +222,26 @@ class TLSTM(nn.Module):
             raise ValueError("delta_t is data: the T-LSTM does not differentiate with respect to elapsed time")
         if bool((delta_t < 0).any()):
             raise ValueError("delta_t holds negative elapsed times; it must be months since the previous valid step (>= 0)")
+        mask = mask.to(torch.bool)
+        steps = x.shape[1]
+        # Rows in the order their sequences start (stable), so started rows are a prefix at every step.
+        start = torch.where(mask.any(dim=1), mask.to(torch.int8).argmax(dim=1), steps)
+        order = torch.argsort(start, stable=True)
+        ordered = not bool((order == torch.arange(len(order), device=order.device)).all())
+        if ordered:
+            x, delta_t, mask = x[order], delta_t[order], mask[order]
         x_time_major = x.transpose(0, 1).contiguous()  # (T, B, I)
-        decay = elapsed_time_decay(delta_t.to(x.dtype)).t().unsqueeze(-1).contiguous()  # (T, B, 1)
-        keep = mask.to(torch.bool).t().unsqueeze(-1).contiguous()  # (T, B, 1)
-        hidden, memory = _TLSTMFunction.apply(x_time_major, decay, keep, self.weight_ih, self.bias, self.weight_hh, self.weight_short, self.bias_short)
-        return hidden.transpose(0, 1), memory.transpose(0, 1)
+        dt = delta_t.to(x.dtype).t().unsqueeze(-1)  # (T, B, 1)
+        keep = mask.t().unsqueeze(-1).contiguous()  # (T, B, 1)
+        if self.decay == "baytas":
+            retain = (elapsed_time_decay(dt) - 1.0).contiguous()
+            weights = (self.weight_short, self.bias_short)
+        else:
+            retain = torch.sigmoid(dt * self.decay_weight + self.decay_bias).contiguous()  # gamma (T, B, H)
+            weights = (None, None)
+        hidden, memory = _TLSTMFunction.apply(x_time_major, retain, keep, self.weight_ih, self.bias, self.weight_hh, *weights)
+        hidden, memory = hidden.transpose(0, 1), memory.transpose(0, 1)
+        if ordered:
+            inverse = torch.argsort(order)
+            hidden, memory = hidden[inverse], memory[inverse]
+        return hidden, memory

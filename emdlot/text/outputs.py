@@ -1,7 +1,7 @@
 """What a text run leaves behind: the feature table, the extractions, every firm's status,
 the fitted PCA for prediction, a summary, and the MLflow run that records them.
 
-The embed flow and the demo both finish a run with these two calls.
+`embed_folder` is the one embed body: the embed flow and the demo both call it (each with its own Ray).
 """
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import json
 from pathlib import Path
 
 import joblib
+import pandas as pd
 
 from emdlot import tracking
 from emdlot.text.config import EmbedConfig
-from emdlot.text.pipeline import TextOutputs
+from emdlot.text.pipeline import TextOutputs, run_text_pipeline
 
 FEATURES_FILE = "text_features.parquet"
 
@@ -32,17 +33,31 @@ def save_outputs(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path)
     return summary
 
 
-def log_run(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path, uri: str | None = None) -> None:
-    """One MLflow run: settings, per-stage throughput and PCA variance, the PCA and samples."""
-    with tracking.mlflow_run(cfg.experiment, run_name=f"embed-{cfg.extract.backend}",
-                             tags={"flow": "embed", "embedder": result.embedder.kind}, uri=uri):
+def embed_folder(prospectus: pd.DataFrame, split: pd.DataFrame, cfg: EmbedConfig, out: Path, source: Path,
+                 cache_dir: Path | None = None, uri: str | None = None) -> TextOutputs:
+    """Run the text pipeline on a Ray the caller started, write the outputs to `out`, and record it all in
+    one MLflow run that opens before the work starts (so a failure is on record as FAILED).
+    The cache defaults to cfg.cache_dir, else OUT/cache."""
+    out = Path(out).resolve()
+    cache_dir = Path(cache_dir or cfg.cache_dir or out / "cache").resolve()
+    with tracking.mlflow_run(cfg.experiment, run_name=f"embed-{cfg.extract.backend}", tags={"flow": "embed"}, uri=uri):
         tracking.log_params(cfg.model_dump())
-        tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source,
-                             "data": str(source)})
-        tracking.log_metrics(result.stats)
-        tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
-        tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
-        tracking.log_table(result.firms, "text", "text_status.csv")
+        tracking.log_params({"input_path": str(Path(source).resolve()), "output_dir": str(out), "cache_path": str(cache_dir)})
+        result = run_text_pipeline(prospectus, split, cfg, cache_dir)
+        save_outputs(result, cfg, out, source)
+        log_run(result, cfg, out)
+    return result
+
+
+def log_run(result: TextOutputs, cfg: EmbedConfig, out: Path) -> None:
+    """Into the active MLflow run: what really ran (the embedder used, which may be the fallback),
+    per-stage throughput and PCA variance, the PCA and samples."""
+    tracking.mlflow.set_tag("embedder", result.embedder.kind)
+    tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source})
+    tracking.log_metrics(result.stats)
+    tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
+    tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
+    tracking.log_table(result.firms, "text", "text_status.csv")
 
 
 def describe(result: TextOutputs, out: Path) -> str:

@@ -225,7 +225,7 @@ def firm_status(documents: pd.DataFrame, featured: set[str]) -> pd.DataFrame:
         status = FIRM_OK if used == len(SECTIONS) else FIRM_PARTIAL if used else FIRM_NO_TEXT
         notes = [n for n in group["note"] if n]
         if status == FIRM_PARTIAL:
-            notes.append("missing section filled with zeros (the training mean in PCA space)")
+            notes.append("missing section masked: NaN in text_features, no chapter weight")
         if status == FIRM_NO_TEXT:
             notes.append("no usable section: not in text_features (text modality masked)")
         rows.append({"firm_id": firm, "split": group["split"].iloc[0], "status": status,

@@ -3,8 +3,8 @@
 Paper section 4: the two 768-d section embeddings are reduced to 40 dims each and
 concatenated (80 features; cumulative explained variance 0.7678 in the paper). Fitting
 on training firms only keeps the test firms out of every learned quantity. A firm that
-lacks one section gets zeros there: a PCA score of 0 is the training mean embedding,
-the neutral value, and the firm's status says the section was missing.
+lacks one section gets NaN there, so the model masks that section (no chapter weight)
+instead of reading a made-up vector; the firm's status says the section was missing.
 """
 from __future__ import annotations
 
@@ -53,12 +53,12 @@ def fit_section_pca(embeddings: pd.DataFrame, train_firms: set[str], seed: int) 
 
 
 def text_features(embeddings: pd.DataFrame, model: SectionPCA) -> pd.DataFrame:
-    """One row per firm with any usable section: firm_id + TEXT_DIMS scores per section (0 if absent)."""
+    """One row per firm with any usable section: firm_id + TEXT_DIMS scores per section (NaN if absent)."""
     firms = sorted(embeddings["firm_id"].unique())
     index = {f: i for i, f in enumerate(firms)}
     columns: dict[str, np.ndarray] = {"firm_id": np.asarray(firms, dtype=object)}
     for section in SECTIONS:
-        scores = np.zeros((len(firms), TEXT_DIMS), dtype=np.float32)
+        scores = np.full((len(firms), TEXT_DIMS), np.nan, dtype=np.float32)
         rows = embeddings[embeddings["section"] == section]
         if len(rows):
             matrix = np.stack(rows["embedding"].to_numpy()).astype(np.float64)

@@ -1,5 +1,6 @@
 """Fitting EMDLOT: CAMELOT-style initialisation and the early-stopped training loop (no Ray here)."""
+from emdlot.training.config import EMDLOTConfig, TrainConfig, load_emdlot_config
 from emdlot.training.init import InitReport, initialise_clusters
 from emdlot.training.loop import EpochRecord, FitResult, History, evaluate, fit, interpret, predict_proba
 
-__all__ = ["InitReport", "initialise_clusters", "EpochRecord", "FitResult", "History", "evaluate", "fit", "interpret", "predict_proba"]
+__all__ = ["EMDLOTConfig", "TrainConfig", "load_emdlot_config", "InitReport", "initialise_clusters", "EpochRecord", "FitResult", "History", "evaluate", "fit", "interpret", "predict_proba"]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from emdlot.model.batch import Batch, batch_size_of, eval_in_chunks, shuffled_batches, take
 from emdlot.model.clustering import SingleHead, SoftClustering
-from emdlot.model.config import TrainConfig
+from emdlot.training.config import TrainConfig
 from emdlot.model.emdlot import EMDLOT
 from emdlot.schema import CLASSES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from emdlot.data.arrays import SequenceArrays
 from emdlot.evaluation.metrics import ClassificationMetrics, CompositeWeights, classification_metrics, composite_score
 from emdlot.model.batch import Batch, batch_size_of, eval_in_chunks, shuffled_batches, take, to_batch
-from emdlot.model.config import EMDLOTConfig
+from emdlot.training.config import EMDLOTConfig
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.model.losses import emdlot_loss
 from emdlot.schema import CLASSES
@@ -35,7 +35,8 @@ class EpochRecord:
     train_distribution: float  # L_dist, unweighted
     train_separation: float  # L_sep, unweighted
     val_metrics: dict[str, float]
-    val_score: float
+    val_score: float  # the composite objective (with its three-class penalty)
+    stop_score: float  # what early stopping watches (TrainConfig.early_stopping); = val_score by default
     seconds: float
 
 
@@ -44,10 +45,11 @@ class History:
     seed: int
     epochs: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0  # the epoch whose weights the returned model holds
-    best_score: float = float("-inf")
+    best_score: float = float("-inf")  # its stop_score
     stopped_early: bool = False
     init: InitReport | None = None
     wall_time_s: float = 0.0
+    refit: "History | None" = None  # the refit on training + validation firms, when the run made one
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +94,13 @@ def evaluate(model: EMDLOT, batch: Batch, batch_size: int, weights: CompositeWei
     return metrics, composite_score(metrics, weights)
 
 
+def stopping_score(metrics: ClassificationMetrics, composite: float, rule: str) -> float:
+    """The number early stopping maximises (TrainConfig.early_stopping)."""
+    if rule == "ranking":
+        return 0.5 * (metrics.average_precision + metrics.auc)
+    return composite
+
+
 def _check_compatible(train: SequenceArrays, val: SequenceArrays) -> None:
     if train.X.shape[2] != val.X.shape[2]:
         raise ValueError(f"train has {train.X.shape[2]} features per step, val has {val.X.shape[2]}")
@@ -126,8 +135,13 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
     return {key: value / n for key, value in sums.items()}
 
 
-def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: int) -> FitResult:
-    """Train EMDLOT on `train`, early-stop on `val`, and return the best model with its history."""
+def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: int,
+        on_epoch: Callable[[EpochRecord], None] | None = None, epochs: int | None = None) -> FitResult:
+    """Train EMDLOT on `train`, early-stop on `val`, and return the best model with its history.
+
+    `on_epoch(record)` is called after every epoch (a Tune or Train report, a progress line): the
+    caller's hook, so this layer needs no Ray. With `epochs`, exactly that many epochs run and the last
+    one's weights are kept (a refit whose epoch count early stopping chose before)."""
     _check_compatible(train, val)
     cfg = config.train
     started = time.perf_counter()
@@ -143,13 +157,20 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
         optimizer = cfg.optimizer(model.parameters())
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         epochs_without_gain = 0
-        bar = tqdm(range(1, cfg.max_epochs + 1), desc=f"EMDLOT seed {seed}", unit="epoch", disable=not cfg.progress)
+        bar = tqdm(range(1, (epochs or cfg.max_epochs) + 1), desc=f"EMDLOT seed {seed}", unit="epoch", disable=not cfg.progress)
         for epoch in bar:
             epoch_start = time.perf_counter()
             losses = _train_one_epoch(model, optimizer, train_batch, config, generator)
-            metrics, score = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
-            history.epochs.append(EpochRecord(epoch=epoch, **losses, val_metrics=metrics.as_dict(), val_score=score,
-                                              seconds=time.perf_counter() - epoch_start))
+            metrics, composite = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
+            score = stopping_score(metrics, composite, cfg.early_stopping)
+            record = EpochRecord(epoch=epoch, **losses, val_metrics=metrics.as_dict(), val_score=composite,
+                                 stop_score=score, seconds=time.perf_counter() - epoch_start)
+            history.epochs.append(record)
+            if on_epoch is not None:
+                on_epoch(record)
+            if epochs is not None:  # a fixed length: the last epoch's weights are the result
+                history.best_score, history.best_epoch = score, epoch
+                continue
             if score > history.best_score + cfg.min_improvement:
                 history.best_score, history.best_epoch = score, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -161,7 +182,8 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
                 history.stopped_early = True
                 break
         bar.close()
-        model.load_state_dict(best_state)
+        if epochs is None:
+            model.load_state_dict(best_state)
         model.eval()
     history.wall_time_s = time.perf_counter() - started
     return FitResult(model=model, history=history)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT)]
 
 
 def main() -> int:
@@ -25,7 +25,7 @@ def main() -> int:
 
     from emdlot.text.config import ExtractConfig
     from emdlot.text.extract import extraction_stage
-    from fixtures_text import build_tiny_glm4, make_corpus
+    from emdlot.text.fixtures import build_tiny_glm4, make_corpus
 
     start = time.perf_counter()
     prospectus, _ = make_corpus(8, seed=4, long_every=1000)

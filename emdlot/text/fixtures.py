@@ -1,6 +1,6 @@
-"""Fixtures of the text tests: a seeded Chinese prospectus corpus and tiny local models.
+"""A seeded Chinese prospectus corpus and tiny local models, for tests, benchmarks and the vLLM check.
 
-The models are built here (small configs, a WordPiece vocabulary trained with
+Model weights cannot be downloaded here, so the models are built here (small configs, a WordPiece vocabulary trained with
 `tokenizers` on the corpus, save_pretrained) and loaded by the pipeline through the
 same from_pretrained(path) call that loads Chinese-BERT-wwm and GLM-4.
 """

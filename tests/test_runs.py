@@ -1,0 +1,96 @@
+"""The run layer and the recipe switches: one run trains, scores validation, touches the test firms only
+when asked; variants change what they say and nothing else; the summary modality; epoch hooks."""
+from importlib.resources import files
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from emdlot.data.arrays import SequenceArrays
+from emdlot.model import EMDLOT, MODALITIES, to_batch
+from emdlot.runs import train_and_score
+from emdlot.training.config import EMDLOTConfig
+
+from test_training import TEST, TRAIN, TINY, VAL
+
+FAST = EMDLOTConfig().with_params({**TINY, "max_epochs": 4, "patience": 4})
+VARIANTS = yaml.safe_load((files("emdlot") / "configs" / "variants.yaml").read_text(encoding="utf-8"))
+
+
+def poisoned(arrays: SequenceArrays) -> SequenceArrays:
+    """The same firms with NaN in every observed value: any use of them raises."""
+    return SequenceArrays(**{**arrays.__dict__, "X": np.where(arrays.mask[:, :, None], np.nan, 0.0).astype(np.float32)})
+
+
+def test_a_run_scores_validation_always_and_test_only_when_asked():
+    records = []
+    result = train_and_score({"train": TRAIN, "val": VAL, "test": poisoned(TEST)}, FAST, seed=3, on_epoch=records.append)
+    assert result.test_metrics is None and result.test_proba is None  # the poisoned test firms were never read
+    assert [r.epoch for r in records] == list(range(1, len(result.history.epochs) + 1))
+    assert result.val_score == pytest.approx(max(r.val_score for r in records))  # composite: the best epoch's
+    assert result.summary()["best_epoch"] == result.history.best_epoch
+    with pytest.raises(ValueError, match="non-finite"):
+        train_and_score({"train": TRAIN, "val": VAL, "test": poisoned(TEST)}, FAST, seed=3, score_test=True)
+    scored = train_and_score({"train": TRAIN, "val": VAL, "test": TEST}, FAST, seed=3, score_test=True)
+    assert scored.test_proba.shape == (len(TEST), 3) and 0 <= scored.test_metrics.auc <= 1
+    assert scored.test_interpretation.modality_weights.shape == (len(TEST), len(MODALITIES))
+    np.testing.assert_allclose(scored.val_score, result.val_score)  # scoring the test firms changes nothing else
+
+
+def test_ranking_early_stopping_watches_map_and_auc():
+    records = []
+    train_and_score({"train": TRAIN, "val": VAL}, FAST.with_params({"early_stopping": "ranking"}), seed=3, on_epoch=records.append)
+    for r in records:
+        assert r.stop_score == pytest.approx(0.5 * (r.val_metrics["average_precision"] + r.val_metrics["auc"]))
+
+
+def _flat(config: EMDLOTConfig) -> dict:
+    return config.model.model_dump() | config.train.model_dump()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_a_variant_changes_what_it_says_and_nothing_else(name):
+    base = EMDLOTConfig()
+    changed = base.with_params(VARIANTS[name])
+    diff = {k for k, v in _flat(changed).items() if _flat(base)[k] != v}
+    assert diff == {k for k, v in VARIANTS[name].items() if _flat(base)[k] != v}
+
+
+def test_summary_switch_off_builds_the_very_same_model_and_on_adds_a_weighted_third_modality():
+    config = FAST.model
+    torch.manual_seed(0)
+    plain = EMDLOT(config, num_features=TRAIN.X.shape[2], num_sections=2, text_dim=4)
+    torch.manual_seed(0)
+    explicit = EMDLOT(config.model_copy(update={"use_summary": False}), num_features=TRAIN.X.shape[2], num_sections=2, text_dim=4)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), explicit.state_dict().items()):
+        assert torch.equal(a, b), name
+    batch = to_batch(TEST)
+    out = plain.eval()(batch)
+    assert torch.all(out.modality_weights[:, MODALITIES.index("summary")] == 0)
+
+    torch.manual_seed(0)
+    with_summary = EMDLOT(config.model_copy(update={"use_summary": True}), num_features=TRAIN.X.shape[2], num_sections=2, text_dim=4)
+    out = with_summary.eval()(batch)
+    weights = out.modality_weights
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(len(TEST)))
+    assert torch.all(weights[:, MODALITIES.index("summary")] > 0)
+    no_text = ~batch["text_mask"].any(dim=1)
+    assert no_text.any() and torch.all(weights[no_text, MODALITIES.index("text")] == 0)
+    out.log_probs.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in with_summary.summary_encoder.parameters())
+    # the summary reads values and trends, not how many quarters a firm has
+    assert batch["summary"].shape == (len(TEST), 7 * TRAIN.X.shape[2])
+
+
+def test_refit_trains_on_training_and_validation_firms_for_the_early_stopped_epoch_count():
+    config = FAST.with_params({"refit_on_val": True})
+    with pytest.raises(ValueError, match="train_val"):
+        train_and_score({"train": TRAIN, "val": VAL}, config, seed=3)
+    parts = {"train": TRAIN, "val": VAL, "train_val": SequenceArrays.concat(TRAIN, VAL), "test": TEST}
+    refit = train_and_score(parts, config, seed=3, score_test=True)
+    plain = train_and_score(parts, FAST, seed=3, score_test=True)
+    assert refit.history.best_epoch == plain.history.best_epoch  # the first fit is the same run
+    assert len(refit.history.refit.epochs) == refit.history.best_epoch
+    assert refit.val_score == plain.val_score  # validation numbers are the early-stopped model's
+    assert not np.allclose(refit.test_proba, plain.test_proba)  # the model scored on test is the refit
