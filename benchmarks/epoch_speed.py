@@ -52,12 +52,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         dataset = args.dataset
         if dataset is None:
-            from emdlot.data.prepare import prepare
-            from emdlot.synth import generate, write_dataset
+            from emdlot.synth.prepared import prepared_dataset
 
-            write_dataset(generate(), Path(work) / "in")
-            prepare(Path(work) / "in", Path(work) / "ds")
-            dataset = str(Path(work) / "ds")
+            dataset = str(prepared_dataset(work))
         parts = assemble(dataset)
     decays = [None if d == "none" else d for d in args.decays]
     rows = []

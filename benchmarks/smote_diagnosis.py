@@ -43,12 +43,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         dataset = args.dataset
         if dataset is None:
-            from emdlot.data.prepare import prepare
-            from emdlot.synth import generate, write_dataset
+            from emdlot.synth.prepared import prepared_dataset
 
-            write_dataset(generate(), Path(work) / "in")
-            prepare(Path(work) / "in", Path(work) / "ds")
-            dataset = str(Path(work) / "ds")
+            dataset = str(prepared_dataset(work))
         train = assemble(dataset)["train"]
     synthetic = np.char.startswith(train.firm_id.astype(str), "smote-")
     out = {"dataset": "paper-size synthetic, default prepare (matched cutoffs, seed 86)"}

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import matplotlib
@@ -102,10 +103,13 @@ def main(argv: list[str] | None = None) -> int:
                            experiment_id=parent.info.experiment_id, parent_run_id=parent.info.run_id,
                            threads=max(1, int(args.cpus_per_trial)))
         tuner = restore_tuner(out / args.name, ctx, settings) if args.resume else build_tuner(space, base, ctx, settings, out, args.name)
+        started = time.perf_counter()
         results = tuner.fit()
         frame = trials_frame(results, space)
-        close_child_runs(uri, parent.info.run_id)
-        finished = report(frame, space, base, out)
+        stopped = close_child_runs(uri, parent.info.run_id)
+        seconds = time.perf_counter() - started
+        finished = report(frame, space, base, out, {"wall_time_s": round(seconds, 1), "stopped_early_by_scheduler": stopped,
+                                                    "trials_per_hour": round(3600 * len(frame) / max(seconds, 1e-9), 2)})
     if not finished:
         print(f"tune: error: no trial finished; each trial's error is in its child run and in {out / 'trials.csv'}", file=sys.stderr)
         return 1
@@ -120,18 +124,20 @@ def init_ray(args: argparse.Namespace) -> None:
         ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True)
 
 
-def close_child_runs(uri: str, parent_id: str) -> None:
-    """Trials the scheduler stopped early never return: their child runs end here, tagged as such."""
+def close_child_runs(uri: str, parent_id: str) -> int:
+    """Close child runs whose trial process ended without a word (tagged as such); return how many trials
+    of this search the scheduler stopped before their epoch cap (earlier sessions of it included)."""
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_run(parent_id).info.experiment_id
     for run in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "stopped_early_by", "scheduler")
-        client.set_terminated(run.info.run_id, "FINISHED")
+        client.set_tag(run.info.run_id, "stopped_by", "trial process ended")
+        client.set_terminated(run.info.run_id, "KILLED")
+    return len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stopped_by = 'scheduler'"))
 
 
-def report(frame, space: dict, base, out: Path) -> bool:
-    """Best configuration (YAML + tags), trials table, optimisation history and importances, a summary line.
-    False when no trial finished."""
+def report(frame, space: dict, base, out: Path, timing: dict) -> bool:
+    """Best configuration (YAML + tags), trials table, optimisation history and importances, a summary
+    (search_summary.json and a line). False when no trial finished."""
     import optuna
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
@@ -142,7 +148,7 @@ def report(frame, space: dict, base, out: Path) -> bool:
     is_paper = done["params"].map(lambda p: all(p[k] == v for k, v in optimum.items()))
     ranks = done[OBJECTIVE].rank(ascending=False, method="min")
     summary = {"trials": len(frame), "trials_finished": len(done), "trials_failed": int((frame["status"] == "ERROR").sum()),
-               "paper_optimum_rank": int(ranks[is_paper].min()) if is_paper.any() else -1}
+               "paper_optimum_rank": int(ranks[is_paper].min()) if is_paper.any() else -1} | timing
     if not done.empty:
         best, row = best_config(frame, base)
         (out / "best_config.yaml").write_text(yaml.safe_dump(best.model_dump(), sort_keys=False))
@@ -150,6 +156,7 @@ def report(frame, space: dict, base, out: Path) -> bool:
         mlflow.set_tags({f"best.{k}": v for k, v in row["params"].items()} | {"best.trial_id": row["trial_id"]})
         summary |= {"best_" + OBJECTIVE: float(row[OBJECTIVE])}
     tracking.log_metrics(summary)
+    (out / "search_summary.json").write_text(json.dumps(summary | {"best": row["params"] if not done.empty else None}, indent=1, default=str))
     study = study_of(frame, space)
     if len(study.trials) >= 2:
         optuna.logging.set_verbosity(optuna.logging.WARNING)

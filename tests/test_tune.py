@@ -109,12 +109,15 @@ def _children(root: Path, parent_id: str):
 
 def test_a_three_trial_search_nests_its_trials_and_writes_a_best_config_train_can_read(tiny_search):
     out = tiny_search / "search3"
-    assert flow.main(_args(tiny_search, out, 3)) == 0
+    assert flow.main(_args(tiny_search, out, 3, "--asha", "--grace-epochs", "1")) == 0
     parent_id = json.loads((out / "search.json").read_text())["parent_run_id"]
     client, children = _children(tiny_search, parent_id)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and len(children) == 3
-    assert all(run.info.status == "FINISHED" for run in children)
+    assert all(run.info.status == "FINISHED" for run in children)  # stopped by ASHA or the cap is no failure
+    assert {run.data.tags.get("stopped_by") for run in children} <= {None, "scheduler", "epoch cap"}
+    stopped = sum(run.data.tags.get("stopped_by") == "scheduler" for run in children)
+    assert parent.data.metrics["stopped_early_by_scheduler"] == stopped
     assert all(len(client.get_metric_history(run.info.run_id, OBJECTIVE)) >= 1 for run in children)
     best = load_emdlot_config(out / "best_config.yaml")
     assert best.model.hidden_size in (4, 8) and best.train.max_epochs == 2  # the trial's values on the base

@@ -6,7 +6,7 @@ Resume: Tune's experiment checkpoint holds the searcher's state (Optuna's study 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -16,7 +16,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from emdlot.training.config import EMDLOTConfig
-from emdlot.tuning.space import paper_optimum, tune_space
+from emdlot.tuning.space import grid_top, paper_optimum, tune_space
 from emdlot.tuning.trial import OBJECTIVE, TrialContext, run_trial
 
 
@@ -82,8 +82,8 @@ def _distribution(entry: dict):
         return FloatDistribution(args[0], args[1], log=True)
     if kind == "qrandint":
         return IntDistribution(args[0], args[1], step=args[2])
-    low, high, step = args  # Optuna's own grid: `high` trimmed to the last step
-    return FloatDistribution(low, low + step * math.floor((high - low) / step + 1e-9), step=step)
+    low, high, step = args
+    return FloatDistribution(low, grid_top(low, high, step), step=step)
 
 
 def study_of(frame: pd.DataFrame, space: dict) -> optuna.Study:
@@ -103,6 +103,3 @@ def best_config(frame: pd.DataFrame, base: EMDLOTConfig) -> tuple[EMDLOTConfig, 
     row = done.loc[done[OBJECTIVE].idxmax()]
     return base.with_params(row["params"]), row
 
-
-def settings_dict(settings: SearchSettings) -> dict:
-    return asdict(settings)

@@ -13,11 +13,14 @@ from emdlot.config import ConfigError
 from emdlot.training.config import EMDLOTConfig
 
 DEFAULT_SPACE = files("emdlot") / "configs" / "tune_space.yaml"
+def grid_top(low: float, high: float, step: float) -> float:
+    """The last point of the grid low, low + step, ... that is <= high: a `high` off the grid (Table 5's 0.99
+    with step 0.05) becomes 0.95, as Optuna itself does; Ray refuses an off-grid bound."""
+    return round(low + step * math.floor((high - low) / step + 1e-9), 10)
+
+
 def _grid(low: float, high: float, step: float):
-    """Floats low, low + step, ... up to `high`; a `high` off the grid (Table 5's 0.99 with step 0.05) is
-    trimmed to the last grid point (0.95), as Optuna itself does; Ray refuses it otherwise."""
-    last = low + step * math.floor((high - low) / step + 1e-9)
-    return tune.quniform(low, round(last, 10), step)
+    return tune.quniform(low, grid_top(low, high, step), step)
 
 
 KINDS = {

@@ -50,8 +50,10 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     run = client.create_run(ctx.experiment_id, run_name=name, tags={"mlflow.parentRunId": ctx.parent_run_id,
                                                                      "trial_id": tune.get_context().get_trial_id()})
     run_id = run.info.run_id
+    state = {"epoch": 0, "max_epochs": None}
     try:
         config = trial_config(params, ctx)
+        state["max_epochs"] = config.train.max_epochs
         for key, value in flatten(config.model_dump() | {"seed": ctx.seed}).items():
             client.log_param(run_id, key, value)
         parts = assemble(ctx.dataset, ctx.text_features)
@@ -61,6 +63,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         def report(record) -> None:
             nonlocal best
             best = max(best, record.val_score)
+            state["epoch"] = record.epoch
             metrics = {"val_composite": record.val_score, OBJECTIVE: best, "train_loss": record.train_loss,
                        **{f"val_{k}": float(v) for k, v in record.val_metrics.items()}}
             for key, value in metrics.items():
@@ -71,6 +74,14 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         for key, value in result.summary().items():
             client.log_metric(run_id, f"final_{key}", float(value))
         client.set_terminated(run_id, "FINISHED")
+    except SystemExit as err:
+        if err.code not in (0, None):
+            raise
+        # Tune ends a function trial this way when its scheduler (ASHA) or the epoch cap (max_t) stops it.
+        client.set_tag(run_id, "stopped_by", "scheduler" if state["epoch"] < (state["max_epochs"] or 0) else "epoch cap")
+        client.set_tag(run_id, "epochs_run", str(state["epoch"]))
+        client.set_terminated(run_id, "FINISHED")
+        raise
     except BaseException as err:  # a failed or stopped trial is on record with its error, then Tune sees it
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:5000])
         client.log_text(run_id, traceback.format_exc(), "error.txt")
