@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         uri = tracking.tracking_uri(args.tracking_uri)
         tracking.check_tracking(uri)
     except (ConfigError, tracking.TrackingError) as err:
-        print(f"tune: error: {err}", file=sys.stderr)
+        print(f"tune: error: {'; '.join(line.strip() for line in str(err).splitlines() if line.strip())}", file=sys.stderr)
         return 2
     out = (args.out or tracking.emdlot_home() / "tune" / args.name).resolve()
     state_file = out / "search.json"

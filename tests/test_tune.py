@@ -167,6 +167,13 @@ def test_bad_invocations_fail_in_one_line(tiny_search, tmp_path, capsys):
     base_outside[base_outside.index("--space") + 1] = str(ROOT / "emdlot" / "configs" / "tune_space.yaml")
     assert flow.main(base_outside) == 2  # the tiny base's hidden_size 8 is no Table 5 choice
     assert "hidden_size=8 lies outside the search space" in capsys.readouterr().err
+    config = tmp_path / "base.yaml"
+    config.write_text("model: {hidden_size: 8, hiden: 3}\n")
+    bad_config = _args(tiny_search, tmp_path / "o", 1)
+    bad_config[bad_config.index("--config") + 1] = str(config)
+    assert flow.main(bad_config) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "base.yaml" in err and "hiden" in err
 
 
 def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on(tiny_search, tmp_path):
