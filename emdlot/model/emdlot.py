@@ -100,7 +100,6 @@ class EMDLOT(nn.Module):
             raise ValueError(f"batch X must be (batch, steps, {self.num_features}), got {tuple(x.shape)}")
         # Leading steps that are padding for every firm of the batch change nothing (zero state, zero
         # weight): skip them, and give the maps back at full length. About a sixth of a batch of 8.
-        steps = x.shape[1]
         skip = int(mask.any(dim=0).to(torch.int8).argmax()) if bool(mask.any()) else 0
         x, mask, delta_t = x[:, skip:], mask[:, skip:], batch["delta_t"][:, skip:]
         step_input, alpha = self.feature_attention(x, mask)
@@ -109,7 +108,6 @@ class EMDLOT(nn.Module):
         if skip:
             alpha = nn.functional.pad(alpha, (0, 0, skip, 0))
             temporal = nn.functional.pad(temporal, (skip, 0))
-        assert alpha.shape[1] == steps
 
         batch_size = x.shape[0]
         always = torch.ones(batch_size, dtype=torch.bool, device=z_num.device)
