@@ -56,7 +56,8 @@ def train_and_score(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed
     epoch count and replaces the first; the validation numbers stay those of the early-stopped model
     (the refit has seen the validation firms)."""
     fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch)
-    val_metrics, val_score, _ = score(fitted.model, parts["val"], config)
+    best = fitted.history.epochs[fitted.history.best_epoch - 1]  # the restored weights were scored then
+    val_metrics, val_score = ClassificationMetrics(**best.val_metrics), best.val_score
     if config.train.refit_on_val:
         if "train_val" not in parts:
             raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
