@@ -25,7 +25,8 @@ from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
-import yaml
+
+from emdlot.training.config import training_variants
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 SPLIT_SEEDS = [86, 127, 71, 61, 84, 140, 88, 46, 131, 53]
@@ -132,7 +133,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    all_variants = yaml.safe_load((files("emdlot") / "configs" / "variants.yaml").read_text(encoding="utf-8"))
+    all_variants = training_variants()
     variants = {name: all_variants[name] for name in (args.variants or all_variants)}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=args.workers) as pool:

@@ -1,4 +1,4 @@
-"""The `emdlot` command: synth, validate, prepare, import, demo.
+"""The `emdlot` command: synth, validate, prepare, import, demo, explain, report.
 
 User errors (bad data, bad settings) print a clear message and exit 2; no traceback.
 """
@@ -90,6 +90,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.out), firms=args.firms, seed=args.seed)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from emdlot.explain_cli import run_explain
+
+    return run_explain(args.interpretation, args.firm, args.extractions, args.top, args.json)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from emdlot.explain_cli import run_report
+
+    return run_report(args.train_out, args.out, args.data, args.extractions, args.max_flagged)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emdlot", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -134,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firms", type=int, default=1994)
     p.add_argument("--seed", type=int, default=86)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("explain", help="one issuer's prediction and why, from a saved interpretation")
+    p.add_argument("interpretation", help="INTERPRETATION.npz written by flows/train.py (OUT/interpretations/)")
+    p.add_argument("--firm", required=True, help="the issuer's firm_id")
+    p.add_argument("--extractions", help="extractions.parquet of flows/embed.py: the prospectus key sentences")
+    p.add_argument("--top", type=int, default=10, help="features and cells to list")
+    p.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("report", help="one self-contained HTML report from a flows/train.py output folder")
+    p.add_argument("train_out", help="the train flow's output folder (tables/, interpretations/)")
+    p.add_argument("--out", help="report file (default TRAIN_OUT/report.html)")
+    p.add_argument("--data", help="prepared dataset (or its meta.json) naming financial and macro features")
+    p.add_argument("--extractions", help="extractions.parquet (default: TRAIN_OUT/text/*/extractions.parquet)")
+    p.add_argument("--max-flagged", type=int, default=10, help="issuers with a page of their own")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -92,6 +92,22 @@ def mlflow_run(experiment: str, run_name: str | None = None, tags: Mapping[str, 
 
 
 @contextmanager
+def child_run(run_name: str, tags: Mapping[str, str] | None = None, error: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run nested in the active one, ended FINISHED, or FAILED with `error` (an error already caught
+    elsewhere, e.g. in a Ray worker) or with the exception raised inside the block."""
+    run = mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags or {}))
+    try:
+        yield run
+    except BaseException as err:
+        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+        mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+        raise
+    if error is not None:
+        mlflow.set_tag("error", error[:5000])
+    mlflow.end_run("FAILED" if error is not None else "FINISHED")
+
+
+@contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """`ray job stop` and `kill` send SIGTERM, which would end Python without unwinding: raise
     KeyboardInterrupt instead, so the run is closed as KILLED (main thread only; restored after)."""

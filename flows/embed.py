@@ -7,18 +7,18 @@
 
 Writes OUT/text_features.parquet (firm_id + 80 PCA features), extractions.parquet,
 text_status.parquet (every firm, with the reason when it has no features),
-text_pca.joblib (for prediction) and embed_summary.json; logs the run to MLflow.
+text_pca.skops (the fitted text model for prediction: skops, no pickle; read it with
+emdlot.text.reduce.load_text_model) and embed_summary.json; logs the run to MLflow.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-import ray
 
+from emdlot.ray_init import init_ray
 from emdlot.text.config import load_embed_config
 from emdlot.data.io import TableError
 from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
@@ -72,14 +72,6 @@ def read_split_table(args: argparse.Namespace):
     return read_split(manifest)
 
 
-def init_ray(args: argparse.Namespace) -> None:
-    address = args.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True)
-    else:  # "local": never attach to a stale cluster by accident
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
@@ -93,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     args.out.mkdir(parents=True, exist_ok=True)
-    init_ray(args)
+    init_ray(args.ray_address, args.num_cpus)
     try:
         result = embed_folder(prospectus, split, cfg, args.out, source, cache_dir=args.cache_dir, uri=args.tracking_uri)
     except (ValueError, FileNotFoundError) as err:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -24,10 +23,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 import mlflow  # noqa: E402
-import ray  # noqa: E402
 import yaml  # noqa: E402
 
 from emdlot import tracking  # noqa: E402
+from emdlot.ray_init import init_ray  # noqa: E402
 from emdlot.config import ConfigError  # noqa: E402
 from emdlot.data.assemble import META_FILE  # noqa: E402
 from emdlot.training.config import load_emdlot_config  # noqa: E402
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             tracking.log_params({"data": str(data), "text_features": str(args.text_features.resolve()) if args.text_features else "none",
                                  "space": str(args.space or DEFAULT_SPACE), "out": str(out)} | vars(settings))
             tracking.log_params(base.model_dump(), prefix="base.")
-        init_ray(args)
+        init_ray(args.ray_address, args.num_cpus)
         ctx = TrialContext(dataset=str(data), text_features=str(args.text_features.resolve()) if args.text_features else None,
                            base=base.model_dump(), seed=args.seed, tracking_uri=uri,
                            experiment_id=parent.info.experiment_id, parent_run_id=parent.info.run_id,
@@ -106,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         results = tuner.fit()
         frame = trials_frame(results, space)
-        stopped = close_child_runs(uri, parent.info.run_id)
+        failed = {r.metrics.get("trial_id") for r in results if r.error is not None}
+        stopped = close_child_runs(uri, parent.info.run_id, failed)
         seconds = time.perf_counter() - started
         finished = report(frame, space, base, out, {"wall_time_s": round(seconds, 1), "stopped_early_by_scheduler": stopped,
                                                     "trials_per_hour": round(3600 * len(frame) / max(seconds, 1e-9), 2)})
@@ -116,22 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def init_ray(args: argparse.Namespace) -> None:
-    address = args.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True)
-    else:
-        ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, ignore_reinit_error=True)
-
-
-def close_child_runs(uri: str, parent_id: str) -> int:
-    """Close child runs whose trial process ended without a word (tagged as such); return how many trials
-    of this search the scheduler stopped before their epoch cap (earlier sessions of it included)."""
+def close_child_runs(uri: str, parent_id: str, failed_trials: set) -> int:
+    """Close child runs whose trial process ended before it could close its run (Tune ends a stopped trial's
+    process; on a loaded machine that can come before the run's last write): FINISHED and tagged as stopped
+    by the scheduler when Tune saw no error, else KILLED. Returns how many trials of this search the scheduler
+    stopped before their epoch cap (earlier sessions of it included)."""
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_run(parent_id).info.experiment_id
     for run in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
-        client.set_tag(run.info.run_id, "stopped_by", "trial process ended")
-        client.set_terminated(run.info.run_id, "KILLED")
+        ok = run.data.tags.get("trial_id") not in failed_trials
+        client.set_tag(run.info.run_id, "stopped_by", "scheduler" if ok else "trial process ended")
+        client.set_terminated(run.info.run_id, "FINISHED" if ok else "KILLED")
     return len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stopped_by = 'scheduler'"))
 
 

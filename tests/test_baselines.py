@@ -1,11 +1,17 @@
 """Baselines and shortcut models on hand-made arrays, and the uncertainty helpers."""
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import roc_auc_score
 
 from emdlot.data.arrays import SequenceArrays
 from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.uncertainty import bootstrap_interval, mean_interval, summarise
-from emdlot.training.baselines import TREE_BASELINES, fit_predict, shortcut_baselines
+from emdlot.training.baselines import BASELINES, TREE_BASELINES, fit_predict, shortcut_baselines
+from emdlot.training.lstm import LSTMClassifier
 
 STEPS, FEATURES = 10, 4
 
@@ -80,3 +86,106 @@ def test_mean_interval_resamples_whole_splits():
     table = summarise(runs)
     assert table["valid_runs"] == {"count": 3, "of": 3}
     assert table["recall"]["ci_low"] <= table["recall"]["mean"] <= table["recall"]["ci_high"]
+
+
+# --- the nine Table 6 models ------------------------------------------------------------------------------
+
+def firms(n: int, seed: int, signal: float = 2.0, text_signal: float = 0.0, same_sequences: bool = False,
+          steps: int = 8, features: int = 5, dims: int = 4) -> SequenceArrays:
+    """Balanced classes, 3..`steps` valid quarters each (pre-padded), delta_t 3 months (0 at the first step).
+    Feature 1 of the last two quarters carries `signal` times the class index; text dimension 2 of both
+    sections `text_signal` times it; about 15% of sections are missing (their text is noise). With
+    `same_sequences` every firm has the same values, so the sequences say nothing about the firm."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    lengths = rng.integers(3, steps + 1, size=n)
+    mask = np.arange(steps)[None, :] >= (steps - lengths)[:, None]
+    X = rng.normal(size=(n, steps, features)).astype(np.float32)
+    if same_sequences:
+        X[:] = X[0]
+    X[:, -2:, 1] += signal * y[:, None]
+    X *= mask[:, :, None]
+    delta_t = np.where(mask, 3.0, 0.0).astype(np.float32)
+    delta_t[np.arange(n), mask.argmax(axis=1)] = 0.0
+    text = rng.normal(size=(n, 2, dims)).astype(np.float32)
+    text[:, :, 2] += text_signal * y[:, None]
+    text_mask = rng.random((n, 2)) > 0.15
+    return SequenceArrays(np.array([f"f{i}" for i in range(n)]), X, mask, delta_t, text, text_mask, y.astype(np.int64))
+
+
+def leading_padding(data: SequenceArrays, extra: int) -> SequenceArrays:
+    """`extra` more padded quarters in front; their X and delta_t hold junk the model must never read."""
+    n, _, features = data.X.shape
+    return dataclasses.replace(
+        data,
+        X=np.concatenate([np.full((n, extra, features), 99.0, np.float32), data.X], axis=1),
+        mask=np.concatenate([np.zeros((n, extra), bool), data.mask], axis=1),
+        delta_t=np.concatenate([np.full((n, extra), 50.0, np.float32), data.delta_t], axis=1),
+    )
+
+
+def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    return roc_auc_score(y, proba, multi_class="ovr")
+
+
+def test_baselines_are_table_6_in_order():
+    assert list(BASELINES) == ["Logistic Regression", "SVM", "Decision Tree", "KNN", "Random Forest",
+                               "LightGBM", "XGBoost", "ANN", "LSTM"]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", list(BASELINES))
+def test_every_baseline_learns_a_planted_signal_and_gives_probabilities(name):
+    factory, view = BASELINES[name]
+    train, test = firms(150, 0), firms(150, 1)
+    proba = fit_predict(factory, view, train, test, seed=0)
+    assert proba.shape == (150, 3)
+    assert (proba >= 0).all()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
+    assert macro_auc(test.y, proba) > 0.8
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("name", ["ANN", "LSTM"])
+def test_a_seed_fixes_the_probabilities(name):
+    factory, view = BASELINES[name]
+    train, test = firms(150, 0), firms(60, 1)
+    threads, rng_state = torch.get_num_threads(), torch.get_rng_state()
+    first = fit_predict(factory, view, train, test, seed=3)
+    np.testing.assert_array_equal(first, fit_predict(factory, view, train, test, seed=3))
+    assert not np.allclose(first, fit_predict(factory, view, train, test, seed=4), atol=1e-3)
+    assert torch.get_num_threads() == threads  # the caller's torch settings are left as they were
+    assert torch.equal(torch.get_rng_state(), rng_state)
+
+
+def test_lstm_output_does_not_depend_on_padding():
+    train, test = firms(150, 0), firms(60, 1)
+    model = LSTMClassifier(random_state=0).fit(train, train.y)
+    proba = model.predict_proba(test)
+    np.testing.assert_allclose(model.predict_proba(leading_padding(test, 5)), proba, atol=1e-6)
+    padded_model = LSTMClassifier(random_state=0).fit(leading_padding(train, 3), train.y)
+    np.testing.assert_allclose(padded_model.predict_proba(test), proba, atol=1e-5)
+    # and a firm's numbers do not depend on the batch it is scored in
+    np.testing.assert_allclose(model.predict_proba(test.subset(np.array([7]))), proba[[7]], atol=1e-6)
+
+
+def test_lstm_reads_the_text_and_only_the_present_sections():
+    train, test = (firms(n, seed, signal=0.0, text_signal=2.0, same_sequences=True) for n, seed in ((300, 0), (150, 1)))
+    model = LSTMClassifier(random_state=0).fit(train, train.y)
+    assert macro_auc(test.y, model.predict_proba(test)) > 0.8
+    # without its text the same model has nothing to go on
+    no_text = dataclasses.replace(test, text_mask=np.zeros_like(test.text_mask))
+    assert macro_auc(test.y, model.predict_proba(no_text)) < 0.65
+    # whatever a missing section holds is never read
+    junk = dataclasses.replace(test, text=np.where(test.text_mask[:, :, None], test.text, 1e3))
+    np.testing.assert_array_equal(model.predict_proba(junk), model.predict_proba(test))
+
+
+def test_lstm_refuses_input_it_cannot_read():
+    train = firms(30, 0)
+    with pytest.raises(TypeError, match="SequenceArrays"):
+        LSTMClassifier().fit(train.X, train.y)
+    empty = dataclasses.replace(train, mask=train.mask.copy())
+    empty.mask[4] = False
+    with pytest.raises(ValueError, match="'f4'"):
+        LSTMClassifier().fit(empty, train.y)

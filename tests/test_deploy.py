@@ -22,6 +22,18 @@ def test_cluster_yaml_is_valid_for_rays_launcher():
     assert "--dashboard-host=127.0.0.1" in head_start  # dashboard and job server not on a public interface
 
 
+def test_every_node_starts_ray_with_token_auth_and_the_token_the_file_mounts_copy():
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    mounted = {dest for dest, src in config["file_mounts"].items() if src.endswith(".ray/auth_token")}
+    assert len(mounted) == 1
+    token_path = mounted.pop().replace("~", "$HOME", 1)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in config[key] if "ray start" in c]
+        assert starts, key
+        for command in starts:
+            assert "RAY_AUTH_MODE=token" in command and f"RAY_AUTH_TOKEN_PATH={token_path}" in command, (key, command)
+
+
 def test_dockerfile_installs_extras_that_exist_and_runs_unprivileged():
     dockerfile = (ROOT / "Dockerfile").read_text()
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -10,8 +10,11 @@ from emdlot.config import PrepareConfig
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import AssemblyError, assemble, attach_text, read_meta, smote_balance
 from emdlot.data.prepare import prepare
-from emdlot.data.sequences import exclude_lookahead, keep_last, months_since_previous, pad_sequences
-from emdlot.data.transforms import load_pipeline
+from emdlot.data.contract import load_inputs
+from emdlot.data.sequences import (
+    event_dates, exclude_lookahead, join_macro, keep_last, months_since_previous, pad_sequences,
+)
+from emdlot.data.transforms import feature_pipeline, load_pipeline, save_pipeline
 from emdlot.schema import SECTIONS, TEXT_DIMS, text_feature_column
 
 
@@ -117,6 +120,91 @@ def test_held_out_firms_do_not_influence_fitted_transforms(small_csv, tmp_path, 
     if val_fraction:
         val_a, val_b = (SequenceArrays.load(tmp_path / d / "val.npz") for d in ("a", "b"))
         assert not np.array_equal(val_a.X, val_b.X)  # ... and the validation firms
+
+
+def _heavy_tailed_rows(n: int = 400, features: int = 12, seed: int = 0) -> np.ndarray:
+    """Correlated columns on very different scales, 20% of the cells missing."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)) @ rng.normal(size=(3, features)) + 0.3 * rng.normal(size=(n, features))
+    x *= 10 ** rng.uniform(0, 6, size=features)
+    x[rng.random(x.shape) < 0.2] = np.nan
+    return x
+
+
+def _probe(rows: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """80 rows to score; one firm's rows are 9..12: one with every cell missing, one with all but one."""
+    probe = rows[:80].copy()
+    probe[10] = np.nan
+    probe[11, 1:] = np.nan
+    return probe, [9, 10, 11, 12]
+
+
+def _assert_deterministic_and_row_independent(pipeline, rows: np.ndarray) -> np.ndarray:
+    probe, firm = _probe(rows)
+    once = pipeline.transform(probe)
+    np.testing.assert_array_equal(once, pipeline.transform(probe))  # the same numbers every time
+    assert np.isnan(probe[firm]).any() and not np.isnan(once).any()
+    alone = pipeline.transform(probe[firm])
+    # alone, in the first batch, and among other firms' rows: equal up to BLAS rounding (the old
+    # posterior draw differed by whole standard deviations)
+    np.testing.assert_allclose(alone, once[firm], rtol=0, atol=1e-12)
+    elsewhere = pipeline.transform(np.vstack([rows[200:260], probe[firm], rows[300:310]]))
+    np.testing.assert_allclose(elsewhere[60:64], alone, rtol=0, atol=1e-12)
+    # a batch with nothing observed at all gets what such a row gets inside any other batch
+    np.testing.assert_allclose(pipeline.transform(probe[[10, 10]]), once[[10, 10]], rtol=0, atol=1e-12)
+    return once
+
+
+def test_fitted_transforms_are_deterministic_and_independent_of_the_batch():
+    rows = _heavy_tailed_rows()
+    pipeline = feature_pipeline(PrepareConfig()).fit(rows)
+    assert pipeline.named_steps["impute"].sample_posterior is False  # fitted with draws, transforms by the mean
+    _assert_deterministic_and_row_independent(pipeline, rows)
+
+
+def test_loaded_transforms_are_deterministic_also_from_files_written_before_the_change(tmp_path):
+    rows = _heavy_tailed_rows()
+    cfg = PrepareConfig()
+    pipeline = feature_pipeline(cfg).fit(rows)
+    save_pipeline(pipeline, tmp_path / "transforms.skops")
+    loaded = load_pipeline(tmp_path / "transforms.skops")
+    expected = _assert_deterministic_and_row_independent(loaded, rows)
+    np.testing.assert_array_equal(expected, pipeline.transform(_probe(rows)[0]))
+
+    # The format written before: a plain IterativeImputer that drew from its posterior at transform time.
+    from sklearn.experimental import enable_iterative_imputer  # noqa: F401
+    from sklearn.impute import IterativeImputer
+
+    old = feature_pipeline(cfg)
+    old.steps[1] = ("impute", IterativeImputer(**old.named_steps["impute"].get_params()))
+    old.fit(rows)
+    assert old.named_steps["impute"].sample_posterior is True
+    save_pipeline(old, tmp_path / "old.skops")
+    reloaded = load_pipeline(tmp_path / "old.skops")
+    assert reloaded.named_steps["impute"].sample_posterior is False
+    # the fit is unchanged, so the old file now gives exactly the new map
+    np.testing.assert_array_equal(_assert_deterministic_and_row_independent(reloaded, rows), expected)
+
+
+def test_prepared_sequences_equal_each_firm_transformed_alone(small_csv, tmp_path):
+    """prepare transforms every firm in one batch; a scorer transforms one firm: the same numbers."""
+    cfg = PrepareConfig(val_fraction=0.0)
+    prepare(small_csv, tmp_path / "ds", cfg)
+    tables = load_inputs(small_csv)
+    events = event_dates(tables.panel, tables.labels, cfg.exclusion_months, cfg.performing_cutoff, cfg.seed)
+    kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months, events), cfg.max_len)
+    rows = join_macro(kept, tables.macro, tables.macro_features)
+    features = tables.feature_names
+    pipeline = load_pipeline(tmp_path / "ds" / "transforms.skops")
+    sequences = SequenceArrays.load(tmp_path / "ds" / "sequences.npz")
+    gaps = rows[features].isna().any(axis=1).groupby(rows["firm_id"]).sum()
+    firms = [f for f in gaps[gaps > 0].index if f in set(sequences.firm_id)][:6]
+    assert len(firms) == 6
+    for firm in firms:
+        own = rows[rows["firm_id"] == firm].sort_values("date")[features].to_numpy(dtype=float)
+        i = int(np.flatnonzero(sequences.firm_id == firm)[0])
+        np.testing.assert_allclose(sequences.X[i][sequences.mask[i]], pipeline.transform(own).astype(np.float32),
+                                   rtol=0, atol=1e-6)
 
 
 def test_smote_lowers_neighbours_for_thin_classes_and_stops_clearly_below_two():
@@ -225,3 +313,31 @@ def test_exclusion_on_explicit_events_uses_each_firms_own_date():
     assert kept.groupby("firm_id")["date"].max().tolist() == [dates[1], dates[1]]
     with pytest.raises(ValueError, match="unknown performing-cutoff protocol"):
         event_dates(panel, labels, 6, protocol="late")
+
+
+def test_a_prepare_that_fails_leaves_no_half_written_dataset_and_keeps_the_earlier_one(small_csv, tmp_path, monkeypatch):
+    import emdlot.data.prepare as prep
+    from emdlot.data.prepare import PrepareError
+
+    out = tmp_path / "ds"
+    prep.prepare(small_csv, out, PrepareConfig(seed=3))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the training arrays")
+
+    monkeypatch.setattr(prep, "assemble", broken)  # fails after manifest, transforms and sequences were written
+    with pytest.raises(RuntimeError, match="disk full"):
+        prep.prepare(small_csv, out, PrepareConfig(seed=4))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier dataset, untouched
+    with pytest.raises(RuntimeError):
+        prep.prepare(small_csv, tmp_path / "fresh", PrepareConfig(seed=4))
+    assert not (tmp_path / "fresh").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind either
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(PrepareError, match="is a file"):
+        prep.prepare(small_csv, tmp_path / "afile", PrepareConfig(seed=4))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_text("x")
+    with pytest.raises(PrepareError, match="no prepared dataset"):
+        prep.prepare(small_csv, tmp_path / "photos", PrepareConfig(seed=4))

@@ -1,21 +1,20 @@
 """The run layer and the recipe switches: one run trains, scores validation, touches the test firms only
 when asked; variants change what they say and nothing else; the summary modality; epoch hooks."""
-from importlib.resources import files
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from emdlot.data.arrays import SequenceArrays
 from emdlot.model import EMDLOT, MODALITIES, to_batch
 from emdlot.runs import train_and_score
-from emdlot.training.config import EMDLOTConfig
+from emdlot.training.config import EMDLOTConfig, training_variants, with_variant
 
 from test_training import TEST, TRAIN, TINY, VAL
 
 FAST = EMDLOTConfig().with_params({**TINY, "max_epochs": 4, "patience": 4})
-VARIANTS = yaml.safe_load((files("emdlot") / "configs" / "variants.yaml").read_text(encoding="utf-8"))
+VARIANTS = training_variants()
 
 
 def poisoned(arrays: SequenceArrays) -> SequenceArrays:
@@ -94,3 +93,41 @@ def test_refit_trains_on_training_and_validation_firms_for_the_early_stopped_epo
     assert len(refit.history.refit.epochs) == refit.history.best_epoch
     assert refit.val_score == plain.val_score  # validation numbers are the early-stopped model's
     assert not np.allclose(refit.test_proba, plain.test_proba)  # the model scored on test is the refit
+
+
+@pytest.mark.parametrize("refit", [False, True])
+def test_a_run_resumed_from_any_checkpoint_on_disk_ends_exactly_as_an_uninterrupted_one(tmp_path, refit):
+    """What a Ray Train worker restart relies on: a run continued from a saved state (weights, optimizer,
+    batch order, dropout RNG) gives bit-identical weights and the same history."""
+    from emdlot.runs import RunState, fit_run
+
+    config = FAST.with_params({"refit_on_val": refit, "dropout": 0.3})
+    parts = {"train": TRAIN, "val": VAL, "train_val": SequenceArrays.concat(TRAIN, VAL)}
+    saved: list[Path] = []
+
+    def checkpoint(state: RunState) -> None:
+        folder = tmp_path / f"ckpt{len(saved)}"
+        folder.mkdir()
+        state.save(folder)
+        saved.append(folder)
+
+    whole = fit_run(parts, config, seed=5, checkpoint=checkpoint)
+    assert len(saved) == len(whole.history.epochs) + (len(whole.history.refit.epochs) if refit else 0)
+    for folder in (saved[1], saved[-2]):  # mid-fit, and (with refit) mid-refit
+        state = RunState.load(folder)
+        resumed = fit_run(parts, config, seed=5, resume=state)
+        for name, value in whole.model.state_dict().items():
+            assert torch.equal(value, resumed.model.state_dict()[name]), name
+        assert [e.train_loss for e in resumed.history.epochs] == [e.train_loss for e in whole.history.epochs]
+        assert resumed.history.best_epoch == whole.history.best_epoch
+        if refit:
+            assert [e.train_loss for e in resumed.history.refit.epochs] == [e.train_loss for e in whole.history.refit.epochs]
+    assert RunState.load(saved[-2]).phase == ("refit" if refit else "fit")
+
+
+def test_a_named_variant_is_applied_on_top_of_a_configuration_and_an_unknown_one_is_named():
+    base = FAST
+    assert with_variant(base, "summary").model.use_summary and not base.model.use_summary
+    assert with_variant(base, "paper") == base
+    with pytest.raises(ValueError, match="unknown training variant 'nope'"):
+        with_variant(base, "nope")

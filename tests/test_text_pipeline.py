@@ -7,7 +7,6 @@ one whose sections are both empty, and a manifest firm without any prospectus ro
 import logging
 from pathlib import Path
 
-import joblib
 import mlflow
 import numpy as np
 import pandas as pd
@@ -17,6 +16,7 @@ import ray
 from emdlot.schema import SECTIONS, TEXT_DIMS, text_feature_column
 from emdlot.text.embed import BertEmbedder
 from emdlot.text.fixtures import build_tiny_bert, build_tiny_glm4, make_corpus
+from emdlot.text.reduce import apply_text_model, load_text_model
 from flows_loader import load_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,16 +135,25 @@ def test_extractions_fit_the_bert_budget(first_run, world):
 
 def test_pca_is_fitted_on_training_firms_with_the_same_vectors_as_a_direct_loop(first_run, world):
     out, summary = first_run
-    saved = joblib.load(out / "text_pca.joblib")
+    saved = load_text_model(out / "text_pca.skops")
+    assert not (out / "text_pca.joblib").exists()
+    assert saved.fallback_model is None and saved.settings["embedder_kind"] == "bert"
     extractions = pd.read_parquet(out / "extractions.parquet")
     train = set(world["manifest"].query("split == 'train'").firm_id)
     direct = BertEmbedder(str(world["bert"]), pooling="cls", max_length=512)
     for section in SECTIONS:
         rows = extractions[(extractions.section == section) & extractions.firm_id.isin(train)]
-        pca = saved["pcas"][section]
+        pca = saved.pca.pcas[section]
         assert pca.n_samples_ == len(rows) and len(rows) > TEXT_DIMS
         np.testing.assert_allclose(pca.mean_, direct.embed(list(rows.text)).mean(0), atol=1e-4)
     assert 0 < summary["pca_explained_variance_total"] <= 1
+    assert saved.settings["explained_variance"]["total"] == pytest.approx(summary["pca_explained_variance_total"])
+    # The saved model scores new texts as the run scored its firms: embed, then apply_text_model.
+    firms = extractions[extractions.firm_id.isin(["F006", "F007"])]
+    embeddings = firms[["firm_id", "section"]].assign(embedding=list(direct.embed(list(firms.text))))
+    features = pd.read_parquet(out / "text_features.parquet").set_index("firm_id")
+    scored = apply_text_model(saved, embeddings).set_index("firm_id")
+    np.testing.assert_allclose(scored[FEATURES].to_numpy(), features.loc[scored.index, FEATURES].to_numpy(), atol=1e-3)
 
 
 def test_mlflow_run_has_params_metrics_and_artifacts(first_run, world):
@@ -157,7 +166,7 @@ def test_mlflow_run_has_params_metrics_and_artifacts(first_run, world):
     assert run.data.metrics["embed_docs_per_s"] > 0 and run.data.metrics["extract_docs_per_s"] > 0
     assert 0 < run.data.metrics["pca_explained_variance_total"] <= 1
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "text")}
-    assert {"text/text_pca.joblib", "text/extractions_sample.csv", "text/text_status.csv"} <= artifacts
+    assert {"text/text_pca.skops", "text/extractions_sample.csv", "text/text_status.csv"} <= artifacts
 
 
 def test_rerun_uses_the_cache_and_recomputes_only_changed_texts(first_run, world):
@@ -199,14 +208,21 @@ def test_fallback_embedder_is_announced_and_fitted_on_training_texts_only(world,
     assert list(features.columns) == ["firm_id", *FEATURES] and len(features) == 63
     extractions = pd.read_parquet(out / "extractions.parquet").set_index(["firm_id", "section"])
     assert "ZQXW" in extractions.loc[("F003", "risk_factors"), "text"]  # the test firm's marker is embedded...
-    fallback = joblib.load(out / "text_pca.joblib")
+    fallback = load_text_model(out / "text_pca.skops")
+    assert fallback.settings["embedder_kind"] == "tfidf_svd_fallback"
     marker_grams = {"zq", "qx", "xw", "zqx", "qxw"}  # the marker's char n-grams (the vectorizer lowercases)
-    assert not marker_grams & set(fallback["fallback_model"][0].vocabulary_)  # ...but never fitted on
+    assert not marker_grams & set(fallback.fallback_model[0].vocabulary_)  # ...but never fitted on
+    # The saved fallback embeds new texts into the run's features.
+    firm = extractions.loc["F006"]
+    embeddings = pd.DataFrame({"firm_id": "F006", "section": firm.index,
+                               "embedding": list(fallback.fallback_embedder().embed(list(firm["text"])))})
+    np.testing.assert_allclose(fallback.features(embeddings)[FEATURES].to_numpy(),
+                               features.set_index("firm_id").loc[["F006"], FEATURES].to_numpy(), atol=1e-4)
     # The check has teeth: the same fit with the test firm's text in it learns the marker's n-grams.
     from emdlot.text.config import EmbedConfig
     from emdlot.text.embed import fit_tfidf_svd
 
-    cfg = EmbedConfig.model_validate(fallback["config"]).embedder
+    cfg = EmbedConfig.model_validate(fallback.settings["config"]).embedder
     leaky = fit_tfidf_svd(extractions["text"].tolist(), cfg, seed=0)
     assert marker_grams <= set(leaky[0].vocabulary_)
     assert extractions.token_count.max() <= 510

@@ -133,3 +133,22 @@ def test_ray_job_submit_runs_the_tune_flow_and_records_land_outside_the_job_copy
     # the default locations are absolute and outside the job's working-directory copy
     assert (home / "tune" / "table5" / "best_config.yaml").exists() and (home / "mlflow.db").exists()
     assert f"outputs in {home / 'tune' / 'table5'}" in done.stdout
+
+
+def test_ray_job_submit_runs_the_train_flow_with_ray_train_on_the_head(ray_head, dataset):
+    from emdlot.config import SynthConfig
+    from emdlot.synth import generate, write_dataset as write_inputs
+
+    write_inputs(generate(SynthConfig(firms=240, seed=5, distressed_rate=0.25)), dataset / "train_in")
+    (dataset / "train_tiny.yaml").write_text("model: {hidden_size: 8, feature_embed_size: 4, num_clusters: 2}\n"
+                                             "train: {batch_size: 64, max_epochs: 2, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 1}\n")
+    out = dataset / "train_out"
+    cmd = [str(BIN / "ray"), "job", "submit", f"--address={ray_head}", "--working-dir", str(ROOT), "--",
+           "python", "flows/train.py", "--input", str(dataset / "train_in"), "--config", str(dataset / "train_tiny.yaml"),
+           "--seeds", "1", "--max-seeds", "1", "--baselines", "Logistic Regression", "--no-ablations", "--no-register",
+           "--n-boot", "20", "--out", str(out), "--tracking-uri", f"sqlite:///{dataset / 'train_mlflow.db'}"]
+    done = subprocess.run(cmd, env=env_with_venv(), cwd=ROOT, capture_output=True, text=True, timeout=500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert set(runs["model"]) >= {"EMDLOT", "Logistic Regression", "shortcut: sequence length"}
+    assert (out / "ray_train").is_dir()  # the EMDLOT run went through Ray Train's storage on the head

@@ -10,7 +10,9 @@ from emdlot.text.cache import ShardCache, content_key, frame_to_vectors
 from emdlot.text.config import EmbedConfig, load_embed_config
 from emdlot.data.io import TableError
 from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
-from emdlot.text.reduce import fit_section_pca, text_features
+from emdlot.text.reduce import (
+    TextModel, apply_text_model, fit_section_pca, load_text_model, save_text_model, text_features,
+)
 
 
 # ---------------------------------------------------------------- cache
@@ -150,6 +152,61 @@ def test_too_few_training_firms_is_a_clear_error():
     emb = _embeddings([f"T{i}" for i in range(30)], rng)
     with pytest.raises(ValueError, match="needs more than 40 training firms.*found 30"):
         fit_section_pca(emb, set(emb.firm_id), seed=0)
+
+
+
+# ---------------------------------------------------------------- saved text model (skops, no pickle)
+def test_text_model_round_trip_gives_identical_features(tmp_path):
+    from emdlot.text.config import EmbedConfig
+    from emdlot.text.embed import fit_tfidf_svd
+
+    rng = np.random.default_rng(4)
+    train = [f"T{i}" for i in range(50)]
+    emb = _embeddings(train, rng)
+    pca = fit_section_pca(emb, set(train), seed=0)
+    cfg = EmbedConfig()
+    fallback = fit_tfidf_svd([f"发行人存在逾期债务{i}亿元，风险{i % 7}" for i in range(30)], cfg.embedder, seed=0)
+    written = save_text_model(tmp_path / "text_pca.skops", pca, fallback,
+                              {"embedder_kind": "tfidf_svd_fallback", "embedder_source": "test",
+                               "config": cfg.model_dump(mode="json")})
+    loaded = load_text_model(tmp_path / "text_pca.skops")
+    assert isinstance(loaded, TextModel) and loaded.settings == written
+    assert loaded.settings["explained_variance"] == pca.explained_variance
+    assert EmbedConfig.model_validate(loaded.settings["config"]) == cfg
+    new = pd.concat([_embeddings([f"N{i}" for i in range(5)], rng), emb.head(6)], ignore_index=True)
+    pd.testing.assert_frame_equal(apply_text_model(loaded, new), text_features(new, pca))
+    pd.testing.assert_frame_equal(loaded.features(new), apply_text_model(pca, new))
+    texts = ["发行人存在逾期债务3亿元", "新文本"]
+    np.testing.assert_array_equal(loaded.fallback_model.transform(texts), fallback.transform(texts))
+    assert loaded.fallback_embedder().embed(texts).shape == (2, cfg.embedder.tfidf.dims)
+
+    save_text_model(tmp_path / "bert.skops", pca, None, {"embedder_kind": "bert", "embedder_source": "x", "config": {}})
+    bert = load_text_model(tmp_path / "bert.skops")
+    assert bert.fallback_model is None and bert.fallback_embedder() is None
+    with pytest.raises(ValueError, match=r"'risk_factors' embeddings have \[32\] dims; .* fitted on 64-d"):
+        apply_text_model(bert, pd.DataFrame({"firm_id": ["A"], "section": ["risk_factors"], "embedding": [np.zeros(32)]}))
+
+
+def test_text_model_with_an_unexpected_type_is_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    from emdlot.data.transforms import signed_log1p
+
+    rng = np.random.default_rng(5)
+    pca = fit_section_pca(_embeddings([f"T{i}" for i in range(45)], rng), {f"T{i}" for i in range(45)}, seed=0)
+    path = tmp_path / "text_pca.skops"
+    save_text_model(path, pca, FunctionTransformer(signed_log1p), {"embedder_kind": "bert"})
+    with pytest.raises(ValueError, match=re.escape(
+            f"{path}: refusing to load unexpected types ['emdlot.data.transforms.signed_log1p']")):
+        load_text_model(path)
+    # Types skops trusts but a text model does not hold are refused too, by what they are.
+    save_text_model(path, pca, pca.pcas["risk_factors"], {"embedder_kind": "bert"})
+    with pytest.raises(ValueError, match="not an EMDLOT text model .*fallback_model is a PCA, not a Pipeline"):
+        load_text_model(path)
+    sio.dump({"pcas": pca.pcas}, path)
+    with pytest.raises(ValueError, match="not an EMDLOT text model .*expected keys"):
+        load_text_model(path)
 
 
 # ---------------------------------------------------------------- config

@@ -131,11 +131,12 @@ class _TableChecker:
             self.add(int(idx) + 2, keys[-1], f"duplicate key ({shown}) first seen in row {first_row[key]}")
 
 
-def _read(folder: Path, stem: str, out: list[Violation], files: dict[str, Path]) -> pd.DataFrame | None:
+def _read(folder: Path, stem: str, out: list[Violation], files: dict[str, Path],
+          optional: tuple[str, ...] = OPTIONAL_TABLES) -> pd.DataFrame | None:
     try:
         path = find_table(folder, stem)
         if path is None:
-            if stem not in OPTIONAL_TABLES:
+            if stem not in optional:
                 out.append(Violation(f"{stem}.parquet|csv", None, None, f"required table '{stem}' is missing in {folder}"))
             return None
         files[stem] = path
@@ -215,14 +216,25 @@ def _cross_check(panel: pd.DataFrame, labels: pd.DataFrame, files: dict[str, Pat
         out.append(Violation(files[PANEL].name, int(rows[0]) + 2, "firm_id", f"panel firm {firm!r} has no label ({len(rows)} rows)"))
 
 
-def check_inputs(folder: str | Path) -> tuple[InputTables | None, list[Violation]]:
-    """Read and check an input folder; return the typed tables (None if unusable) and every violation."""
+def _no_labels() -> pd.DataFrame:
+    """The labels of a folder that has none (scoring): no rows, the columns a labels table has."""
+    return pd.DataFrame({"firm_id": pd.Series(dtype=object), "label": pd.Series(dtype=object),
+                         "event_date": pd.Series(dtype="datetime64[ns]")})
+
+
+def check_inputs(folder: str | Path, require_labels: bool = True) -> tuple[InputTables | None, list[Violation]]:
+    """Read and check an input folder; return the typed tables (None if unusable) and every violation.
+
+    `require_labels=False` (scoring new firms): the labels table may be absent (then `labels` has no rows);
+    when present it is checked as usual, but a panel firm without a label and a labelled firm without panel
+    rows are not violations (the scorer reports such firms itself)."""
     folder = Path(folder)
     out: list[Violation] = []
     if not folder.is_dir():
         return None, [Violation(str(folder), None, None, "input folder does not exist")]
     files: dict[str, Path] = {}
-    raw = {stem: _read(folder, stem, out, files) for stem in (PANEL, MACRO, PROSPECTUS, LABELS)}
+    optional = OPTIONAL_TABLES if require_labels else (*OPTIONAL_TABLES, LABELS)
+    raw = {stem: _read(folder, stem, out, files, optional) for stem in (PANEL, MACRO, PROSPECTUS, LABELS)}
     panel = labels = macro = prospectus = None
     financial: list[str] = []
     macro_features: list[str] = []
@@ -234,17 +246,19 @@ def check_inputs(folder: str | Path) -> tuple[InputTables | None, list[Violation
         labels = _check_labels(raw[LABELS], files[LABELS].name, out)
     if raw[PROSPECTUS] is not None:
         prospectus = _check_prospectus(raw[PROSPECTUS], files[PROSPECTUS].name, out)
-    if panel is not None and labels is not None:
+    if panel is not None and labels is not None and require_labels:
         _cross_check(panel, labels, files, out)
+    if labels is None and not require_labels and LABELS not in files:
+        labels = _no_labels()
     if panel is None or labels is None:
         return None, out
     tables = InputTables(panel, labels, macro, prospectus, financial, macro_features, files)
     return tables, out
 
 
-def load_inputs(folder: str | Path) -> InputTables:
+def load_inputs(folder: str | Path, require_labels: bool = True) -> InputTables:
     """The typed tables of a valid folder; ContractError listing every violation otherwise."""
-    tables, violations = check_inputs(folder)
+    tables, violations = check_inputs(folder, require_labels)
     if violations or tables is None:
         raise ContractError(violations)
     return tables

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from emdlot.config import PrepareConfig
+from emdlot.config import ConfigError, PrepareConfig
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import (
-    MANIFEST_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, DatasetMeta, assemble,
+    MANIFEST_FILE, META_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, DatasetMeta, assemble,
 )
 from emdlot.data.contract import InputTables, load_inputs
 from emdlot.data.sequences import (
@@ -77,11 +79,34 @@ def build_sequences(rows: pd.DataFrame, features: list[str], order: list[str], l
     )
 
 
+class PrepareError(ConfigError):
+    """An --out that cannot hold a dataset (a one-line error in the CLI)."""
+
+
 def prepare(input_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | None = None,
             text_features: str | Path | None = None) -> DatasetMeta:
+    """Write a dataset folder all at once: the work goes to a hidden folder beside `out_dir`, which takes
+    its place only when everything is written, so a failed or interrupted run leaves no half-written
+    dataset (and an earlier dataset in `out_dir` stays as it was)."""
     cfg = cfg or PrepareConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"--out {out}: is a file; name a folder for the dataset")
+    if out.is_dir() and any(out.iterdir()) and not (out / META_FILE).exists():
+        raise PrepareError(f"--out {out}: folder holds other files and no prepared dataset; name a new or empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.preparing-", dir=out.parent))
+    try:
+        meta = _prepare_into(input_dir, work, cfg, text_features)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return meta
+
+
+def _prepare_into(input_dir: str | Path, out: Path, cfg: PrepareConfig, text_features: str | Path | None) -> DatasetMeta:
     tables = load_inputs(input_dir)
     features = tables.feature_names
 

@@ -12,6 +12,7 @@ from emdlot import tracking
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import META_FILE, read_meta
 from emdlot.evaluation import explain
+from emdlot.evaluation.metrics import classification_metrics
 from emdlot.runs.single import RunResult
 
 
@@ -48,3 +49,19 @@ def log_result(result: RunResult, lineage: dict, feature_names: list[str], test:
         weights = Path(tmp) / "emdlot.safetensors"
         save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(weights))
         tracking.log_files(weights, artifact_path="model")
+
+
+def log_outcome(outcome, lineage: dict, feature_names: list[str], test: SequenceArrays) -> None:
+    """One protocol run (emdlot.runs.protocol.Outcome) as a nested run: FAILED with its error, or its test
+    metrics (and, for EMDLOT and its ablations, everything `log_result` records)."""
+    tags = {"model": outcome.model, "kind": outcome.kind, "split": str(outcome.split), "seed": str(outcome.seed),
+            "seed_rank": str(outcome.seed_rank), "paper_seed": str(outcome.seed_rank < 10)}
+    with tracking.child_run(f"{outcome.model}-split{outcome.split}-seed{outcome.seed}", tags, outcome.error):
+        if outcome.result is not None:
+            log_result(outcome.result, lineage, feature_names, test)  # test metrics included
+        else:
+            tracking.log_params({"model": outcome.model, "seed": outcome.seed})
+            tracking.log_params(lineage, prefix="data.")
+            if outcome.proba is not None:
+                tracking.log_metrics({f"test_{k}": v for k, v in classification_metrics(test.y, outcome.proba).as_dict().items()})
+        tracking.log_metrics({"valid": float(outcome.valid), "seconds": outcome.seconds})

@@ -5,8 +5,10 @@ scored only when the caller asks, once, at the end of a final run.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -15,7 +17,10 @@ from emdlot.evaluation.metrics import ClassificationMetrics, classification_metr
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.training.config import EMDLOTConfig
-from emdlot.training.loop import EpochRecord, History, fit, interpret, predict_proba
+from emdlot.training.loop import FitResult, fit, interpret, predict_proba
+from emdlot.training.state import EpochRecord, FitState, History
+
+RUN_STATE_FILE = "run_state.json"
 
 
 @dataclass
@@ -35,7 +40,8 @@ class RunResult:
         """Flat numbers for a log line or an MLflow run."""
         out = {f"val_{k}": v for k, v in self.val_metrics.as_dict().items()} | {
             "val_composite": self.val_score, "best_epoch": self.history.best_epoch,
-            "epochs": len(self.history.epochs), "wall_time_s": self.history.wall_time_s}
+            "epochs": len(self.history.epochs), "wall_time_s": self.history.wall_time_s,
+            "resumes": len(self.history.resumed_after)}
         if self.test_metrics is not None:
             out |= {f"test_{k}": v for k, v in self.test_metrics.as_dict().items()} | {"test_composite": self.test_score}
         return out
@@ -48,25 +54,66 @@ def score(model: EMDLOT, arrays: SequenceArrays, config: EMDLOTConfig) -> tuple[
     return metrics, composite_score(metrics, config.train.score_weights), proba
 
 
-def train_and_score(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, score_test: bool = False,
-                    on_epoch: Callable[[EpochRecord], None] | None = None) -> RunResult:
-    """Fit on parts["train"], early-stop on parts["val"]; score validation, and the test firms if asked.
+@dataclass
+class RunState:
+    """A run between two epochs: which fit it is in and that fit's state. During the refit it also holds
+    the early-stopped fit's history (its best epoch fixes the refit's length)."""
 
-    With `train.refit_on_val`, a second model (same seed) then trains on parts["train_val"] for the best
-    epoch count and replaces the first; the validation numbers stay those of the early-stopped model
-    (the refit has seen the validation firms)."""
-    fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch)
-    best = fitted.history.epochs[fitted.history.best_epoch - 1]  # the restored weights were scored then
-    val_metrics, val_score = ClassificationMetrics(**best.val_metrics), best.val_score
-    if config.train.refit_on_val:
-        if "train_val" not in parts:
-            raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
-        refit = fit(parts["train_val"], parts["val"], config, seed, epochs=fitted.history.best_epoch)
-        fitted.model, fitted.history.refit = refit.model, refit.history
+    phase: Literal["fit", "refit"]
+    state: FitState
+    fitted: History | None = None
+
+    def save(self, folder: str | Path) -> None:
+        self.state.save(folder)
+        body = {"phase": self.phase, "fitted": self.fitted.as_dict() if self.fitted else None}
+        (Path(folder) / RUN_STATE_FILE).write_text(json.dumps(body), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "RunState":
+        body = json.loads((Path(folder) / RUN_STATE_FILE).read_text(encoding="utf-8"))
+        fitted = History.from_dict(body["fitted"]) if body["fitted"] else None
+        return cls(phase=body["phase"], state=FitState.load(folder), fitted=fitted)
+
+
+def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
+            on_epoch: Callable[[EpochRecord], None] | None = None,
+            checkpoint: Callable[[RunState], None] | None = None, resume: RunState | None = None) -> FitResult:
+    """Fit on parts["train"], early-stop on parts["val"]; with `train.refit_on_val`, then train a second
+    model (same seed) on parts["train_val"] for the best epoch count, which replaces the first (its
+    history goes to `history.refit`). `checkpoint`/`resume` carry the run across an interruption."""
+    if resume is None or resume.phase == "fit":
+        fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch,
+                     checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("fit", s)),
+                     resume=None if resume is None else resume.state)
+        history = fitted.history
+    else:
+        fitted, history = None, resume.fitted
+    if not config.train.refit_on_val:
+        return fitted
+    if "train_val" not in parts:
+        raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
+    refit = fit(parts["train_val"], parts["val"], config, seed, epochs=history.best_epoch,
+                checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("refit", s, history)),
+                resume=resume.state if resume is not None and resume.phase == "refit" else None)
+    history.refit = refit.history
+    return FitResult(model=refit.model, history=history)
+
+
+def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
+              score_test: bool = False) -> RunResult:
+    """A fitted run's numbers: validation from its best epoch's record (the restored weights were scored
+    then; a refit has seen the validation firms), the test firms scored once if asked."""
+    best = fitted.history.epochs[fitted.history.best_epoch - 1]
     result = RunResult(config=config, seed=seed, model=fitted.model, history=fitted.history,
-                       val_metrics=val_metrics, val_score=val_score)
+                       val_metrics=ClassificationMetrics(**best.val_metrics), val_score=best.val_score)
     if score_test:
         test = parts["test"]
         result.test_metrics, result.test_score, result.test_proba = score(fitted.model, test, config)
         result.test_interpretation = interpret(fitted.model, test, config.train.eval_batch_size, config.train.device)
     return result
+
+
+def train_and_score(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, score_test: bool = False,
+                    on_epoch: Callable[[EpochRecord], None] | None = None) -> RunResult:
+    """One whole run in this process: `fit_run`, then `score_run`."""
+    return score_run(fit_run(parts, config, seed, on_epoch=on_epoch), parts, config, seed, score_test)

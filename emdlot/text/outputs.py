@@ -1,21 +1,27 @@
 """What a text run leaves behind: the feature table, the extractions, every firm's status,
-the fitted PCA for prediction, a summary, and the MLflow run that records them.
+the fitted text model for prediction (text_pca.skops: the PCAs, the fallback embedder when it ran, and
+the settings; read it with emdlot.text.reduce.load_text_model), a summary, and the MLflow run that
+records them.
 
 `embed_folder` is the one embed body: the embed flow and the demo both call it (each with its own Ray).
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
-import joblib
 import pandas as pd
 
 from emdlot import tracking
 from emdlot.text.config import EmbedConfig
 from emdlot.text.pipeline import TextOutputs, run_text_pipeline
+from emdlot.text.reduce import TEXT_MODEL_FILE, save_text_model
+
+log = logging.getLogger(__name__)
 
 FEATURES_FILE = "text_features.parquet"
+_OLD_PICKLE = "text_pca.joblib"  # written before text_pca.skops; removed so no stale pickle stays beside it
 
 
 def save_outputs(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path) -> dict:
@@ -24,9 +30,12 @@ def save_outputs(result: TextOutputs, cfg: EmbedConfig, out: Path, source: Path)
     result.features.to_parquet(out / FEATURES_FILE, index=False)
     result.extractions.to_parquet(out / "extractions.parquet", index=False)
     result.firms.to_parquet(out / "text_status.parquet", index=False)
-    joblib.dump({"pcas": result.pca.pcas, "embedder_kind": result.embedder.kind,
-                 "embedder_source": result.embedder.source, "fallback_model": result.fallback_model,
-                 "config": cfg.model_dump()}, out / "text_pca.joblib")
+    save_text_model(out / TEXT_MODEL_FILE, result.pca, result.fallback_model,
+                    {"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source,
+                     "config": cfg.model_dump(mode="json")})
+    if (out / _OLD_PICKLE).exists():
+        (out / _OLD_PICKLE).unlink()
+        log.info("removed the stale %s of an earlier run (the text model is now %s)", _OLD_PICKLE, TEXT_MODEL_FILE)
     summary = {"input": str(source), "embedder": result.embedder.kind, "embedder_source": result.embedder.source,
                "embedder_reason": result.embedder.reason, **result.stats}
     (out / "embed_summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False, default=float))
@@ -55,7 +64,7 @@ def log_run(result: TextOutputs, cfg: EmbedConfig, out: Path) -> None:
     tracking.mlflow.set_tag("embedder", result.embedder.kind)
     tracking.log_params({"embedder_kind": result.embedder.kind, "embedder_source": result.embedder.source})
     tracking.log_metrics(result.stats)
-    tracking.log_files(out / "text_pca.joblib", out / "embed_summary.json", artifact_path="text")
+    tracking.log_files(out / TEXT_MODEL_FILE, out / "embed_summary.json", artifact_path="text")
     tracking.log_table(result.extractions.head(cfg.sample_extractions), "text", "extractions_sample.csv")
     tracking.log_table(result.firms, "text", "text_status.csv")
 

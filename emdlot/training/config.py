@@ -5,10 +5,12 @@ Settings the paper does not state (marked "not in the paper") are ours.
 """
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
 import torch
+import yaml
 from pydantic import Field
 
 from emdlot.config import StrictModel, load_config
@@ -97,3 +99,19 @@ class EMDLOTConfig(StrictModel):
 def load_emdlot_config(path: str | Path | None = None) -> EMDLOTConfig:
     """Read a YAML file with optional `model:` and `train:` sections (yaml.safe_load; unknown keys fail)."""
     return load_config(EMDLOTConfig, path)
+
+
+VARIANTS_FILE = Path(str(files("emdlot") / "configs" / "variants.yaml"))
+
+
+def training_variants() -> dict[str, dict[str, Any]]:
+    """The named training recipes of emdlot/configs/variants.yaml ("paper" is the paper's)."""
+    return yaml.safe_load(VARIANTS_FILE.read_text(encoding="utf-8"))
+
+
+def with_variant(config: EMDLOTConfig, name: str) -> EMDLOTConfig:
+    """`config` with a named recipe's settings on top."""
+    variants = training_variants()
+    if name not in variants:
+        raise ValueError(f"unknown training variant {name!r}; choose from {sorted(variants)}")
+    return config.with_params(variants[name])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -24,35 +24,8 @@ from emdlot.training.config import EMDLOTConfig
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.model.losses import emdlot_loss
 from emdlot.schema import CLASSES
-from emdlot.training.init import InitReport, initialise_clusters
-
-
-@dataclass
-class EpochRecord:
-    epoch: int  # 1-based
-    train_loss: float  # mean total loss over the epoch's batches, weighted by batch size
-    train_cross_entropy: float
-    train_distribution: float  # L_dist, unweighted
-    train_separation: float  # L_sep, unweighted
-    val_metrics: dict[str, float]
-    val_score: float  # the composite objective (with its three-class penalty)
-    stop_score: float  # what early stopping watches (TrainConfig.early_stopping); = val_score by default
-    seconds: float
-
-
-@dataclass
-class History:
-    seed: int
-    epochs: list[EpochRecord] = field(default_factory=list)
-    best_epoch: int = 0  # the epoch whose weights the returned model holds
-    best_score: float = float("-inf")  # its stop_score
-    stopped_early: bool = False
-    init: InitReport | None = None
-    wall_time_s: float = 0.0
-    refit: "History | None" = None  # the refit on training + validation firms, when the run made one
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+from emdlot.training.init import initialise_clusters
+from emdlot.training.state import EpochRecord, FitState, History
 
 
 @dataclass
@@ -136,29 +109,43 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
 
 
 def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: int,
-        on_epoch: Callable[[EpochRecord], None] | None = None, epochs: int | None = None) -> FitResult:
+        on_epoch: Callable[[EpochRecord], None] | None = None, epochs: int | None = None,
+        checkpoint: Callable[[FitState], None] | None = None, resume: FitState | None = None) -> FitResult:
     """Train EMDLOT on `train`, early-stop on `val`, and return the best model with its history.
 
     `on_epoch(record)` is called after every epoch (a Tune or Train report, a progress line): the
     caller's hook, so this layer needs no Ray. With `epochs`, exactly that many epochs run and the last
-    one's weights are kept (a refit whose epoch count early stopping chose before)."""
+    one's weights are kept (a refit whose epoch count early stopping chose before). `checkpoint(state)`
+    gets the fit's whole state after every epoch; `resume=state` continues from one, with the same
+    result as a fit that was never interrupted."""
     _check_compatible(train, val)
     cfg = config.train
     started = time.perf_counter()
-    history = History(seed=seed)
     with seeded(seed):
         train_batch = to_batch(train, device=cfg.device, name="train")
         val_batch = to_batch(val, device=cfg.device, name="val")
         model = EMDLOT(config.model, num_features=train.X.shape[2], num_sections=train.text.shape[1], text_dim=train.text.shape[2]).to(cfg.device)
         generator = torch.Generator().manual_seed(seed)
-
-        history.init = initialise_clusters(model, train_batch, cfg, seed, generator)
-
-        optimizer = cfg.optimizer(model.parameters())
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        epochs_without_gain = 0
-        bar = tqdm(range(1, (epochs or cfg.max_epochs) + 1), desc=f"EMDLOT seed {seed}", unit="epoch", disable=not cfg.progress)
+        if resume is None:
+            history = History(seed=seed)
+            history.init = initialise_clusters(model, train_batch, cfg, seed, generator)
+            optimizer = cfg.optimizer(model.parameters())
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            epochs_without_gain, done = 0, 0
+        else:
+            history, best_state, epochs_without_gain, done = resume.history, resume.best_model, resume.epochs_without_gain, resume.epoch
+            history.resumed_after.append(done)
+            model.load_state_dict(resume.model)
+            optimizer = cfg.optimizer(model.parameters())
+            optimizer.load_state_dict(resume.optimizer)
+            generator.set_state(resume.generator)
+            torch.set_rng_state(resume.torch_rng)
+        total = epochs or cfg.max_epochs
+        bar = tqdm(range(done + 1, total + 1), desc=f"EMDLOT seed {seed}", unit="epoch", initial=done, total=total,
+                   disable=not cfg.progress or history.stopped_early)
         for epoch in bar:
+            if history.stopped_early:  # resumed from the checkpoint of the epoch that stopped it
+                break
             epoch_start = time.perf_counter()
             losses = _train_one_epoch(model, optimizer, train_batch, config, generator)
             metrics, composite = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
@@ -170,20 +157,22 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
                 on_epoch(record)
             if epochs is not None:  # a fixed length: the last epoch's weights are the result
                 history.best_score, history.best_epoch = score, epoch
-                continue
-            if score > history.best_score + cfg.min_improvement:
+            elif score > history.best_score + cfg.min_improvement:
                 history.best_score, history.best_epoch = score, epoch
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 epochs_without_gain = 0
             else:
                 epochs_without_gain += 1
             bar.set_postfix(loss=f"{losses['train_loss']:.4f}", val_score=f"{score:.4f}", best=f"{history.best_score:.4f}@{history.best_epoch}")
-            if epochs_without_gain >= cfg.patience:
-                history.stopped_early = True
-                break
+            history.stopped_early = epochs is None and epochs_without_gain >= cfg.patience
+            if checkpoint is not None:
+                checkpoint(FitState(epoch=epoch, model=model.state_dict(), best_model=best_state,
+                                    optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                                    torch_rng=torch.get_rng_state(), epochs_without_gain=epochs_without_gain,
+                                    history=history))
         bar.close()
         if epochs is None:
             model.load_state_dict(best_state)
         model.eval()
-    history.wall_time_s = time.perf_counter() - started
+    history.wall_time_s += time.perf_counter() - started
     return FitResult(model=model, history=history)

@@ -1,0 +1,120 @@
+"""A fitted EMDLOT with everything scoring needs beside it, as an MLflow pyfunc model.
+
+The package is one folder: the weights (safetensors), the run's settings (JSON), the dataset's meta (feature
+order, macro indicators, max_len, prepare settings), the fitted transforms (skops) and, when text was used,
+the text model (text_pca.skops: PCA per section and the embedder it expects). Nothing in it is a pickle,
+and the pyfunc itself is logged as code (`pyfunc_model.py`), not as a pickled object.
+
+Input to `predict`: contract rows (emdlot.data.scoring): firm_id, date, the financial and macro indicators,
+optionally the 80 text features per firm. Output: one row per firm with the three class probabilities,
+the predicted class and the main cluster.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.models import infer_signature
+from safetensors.torch import load_file, save_file
+
+from emdlot.data.assemble import META_FILE, TRANSFORMS_FILE, read_meta
+from emdlot.data.scoring import scoring_arrays
+from emdlot.data.transforms import load_pipeline
+from emdlot.data.arrays import SequenceArrays
+from emdlot.model.emdlot import EMDLOT, Interpretation
+from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
+from emdlot.training.config import EMDLOTConfig
+from emdlot.training.loop import interpret
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "emdlot_config.json"
+TEXT_MODEL_FILE = "text_pca.skops"
+PROBABILITY_COLUMNS = [f"p_{c}" for c in CLASSES]
+MODEL_CODE = files("emdlot") / "runs" / "pyfunc_model.py"
+
+
+def write_package(folder: str | Path, model: EMDLOT, config: EMDLOTConfig, dataset: str | Path,
+                  text_model: str | Path | None = None) -> Path:
+    """The scoring folder of one fitted model trained on `dataset` (a prepared dataset folder)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(config.model_dump_json(indent=1), encoding="utf-8")
+    for name in (META_FILE, TRANSFORMS_FILE):
+        shutil.copy2(Path(dataset) / name, folder / name)
+    if text_model is not None:
+        shutil.copy2(text_model, folder / TEXT_MODEL_FILE)
+    return folder
+
+
+class Scorer:
+    """A package folder loaded for scoring (outside MLflow too)."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        self.meta = read_meta(folder)
+        self.config = EMDLOTConfig.model_validate_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        self.pipeline = load_pipeline(folder / TRANSFORMS_FILE)
+        self.model = EMDLOT(self.config.model, num_features=len(self.meta.feature_names), num_sections=len(SECTIONS), text_dim=TEXT_DIMS)
+        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
+        self.model.eval()
+        self.text_model = folder / TEXT_MODEL_FILE if (folder / TEXT_MODEL_FILE).exists() else None
+
+    def interpret(self, rows: pd.DataFrame, text_features: pd.DataFrame | None = None) -> tuple[SequenceArrays, Interpretation]:
+        """The firms' arrays and the model's own explanation of each (probabilities included)."""
+        arrays = scoring_arrays(rows, self.meta, self.pipeline, text_features)
+        with torch.inference_mode():
+            return arrays, interpret(self.model, arrays, self.config.train.eval_batch_size)
+
+    def score(self, rows: pd.DataFrame, text_features: pd.DataFrame | None = None) -> pd.DataFrame:
+        return score_frame(*self.interpret(rows, text_features))
+
+
+def score_frame(arrays: SequenceArrays, out: Interpretation) -> pd.DataFrame:
+    """One row per firm: the three probabilities, the predicted class, the main cluster, whether text was read."""
+    frame = pd.DataFrame(out.probabilities.astype(np.float64), columns=PROBABILITY_COLUMNS)
+    frame.insert(0, "firm_id", arrays.firm_id.astype(str))
+    frame["predicted_class"] = [CLASSES[i] for i in out.predicted_class]
+    frame["cluster"] = out.cluster.astype(np.int64)
+    frame["has_text"] = arrays.text_mask.any(axis=1)
+    return frame
+
+
+class EMDLOTPyfunc(mlflow.pyfunc.PythonModel):
+    """The registered model: `mlflow.pyfunc.load_model(uri).predict(contract_rows)`."""
+
+    def load_context(self, context) -> None:
+        self.scorer = Scorer(context.artifacts["package"])
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return self.scorer.score(model_input)
+
+
+def log_package(folder: Path, input_example: pd.DataFrame, registered_name: str | None = "emdlot") -> mlflow.models.model.ModelInfo:
+    """Log the package as a pyfunc model in the active run (signature from the example) and register it."""
+    output = Scorer(folder).score(input_example)
+    return mlflow.pyfunc.log_model(
+        name="emdlot", python_model=str(MODEL_CODE), artifacts={"package": str(folder)},
+        signature=infer_signature(input_example, output), input_example=input_example,
+        registered_model_name=registered_name, pip_requirements=_requirements(),
+    )
+
+
+def _requirements() -> list[str]:
+    """The packages scoring imports, at the versions that trained the model (emdlot itself from its repository)."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "scikit-learn", "skops", "safetensors", "pandas", "numpy", "mlflow", "pydantic")]
+
+
+def package_summary(folder: Path) -> dict:
+    """What a package holds, for logs and tags."""
+    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    return {"features": len(meta["feature_names"]), "max_len": meta["config"]["max_len"],
+            "text_model": (folder / TEXT_MODEL_FILE).exists()}

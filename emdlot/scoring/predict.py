@@ -1,0 +1,163 @@
+"""Scores and explanations for the firms of an input folder, one output row per firm.
+
+Every firm named anywhere in the folder (panel, prospectus, labels) gets exactly one row: `scored`, with the
+three class probabilities, the predicted class, the main cluster and the top drivers, or `rejected` with the
+reason (no row in the panel, no row on or before the as-of date, no value in any financial indicator in the
+quarters the model reads). The numbers are those of `Scorer.score` (emdlot.runs.package) on the same rows:
+the saved transforms are deterministic, so a firm gets the same numbers alone or in any batch of firms.
+
+Top drivers come from the model's own attention (`EMDLOT.interpret`): the share of quarter t and feature f is
+the temporal attention on t times the feature attention on f at t (the feature attention sums to 1 over
+the features of a quarter, the temporal attention to 1 over the valid quarters, so the shares of a firm sum
+to 1). Quarters are counted back from the firm's latest scored quarter, Q-1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from emdlot.data.assemble import DatasetMeta
+from emdlot.data.contract import InputTables
+from emdlot.data.scoring import check_rows, contract_rows
+from emdlot.data.sequences import keep_last
+from emdlot.data.io import write_table
+from emdlot.model.emdlot import Interpretation
+from emdlot.runs.package import PROBABILITY_COLUMNS, Scorer, score_frame
+
+SCORED, REJECTED = "scored", "rejected"
+NO_PANEL, NONE_AS_OF, NO_VALUE = "no row in the panel", "no row on or before the as-of date", "no usable value"
+REASON_CODES = (NO_PANEL, NONE_AS_OF, NO_VALUE)
+TOP_DRIVERS = 3
+DEFAULT_BATCH_FIRMS = 5000
+OUTPUT_COLUMNS = ["firm_id", *PROBABILITY_COLUMNS, "predicted_class", "cluster", "has_text", "top_drivers",
+                  "quarters", "last_date", "status", "reason"]
+OUTPUT_SUFFIXES = (".csv", ".parquet")
+
+
+@dataclass
+class ScoringPlan:
+    """Which firms of a folder are scored (and their contract rows) and which are rejected, and why."""
+
+    firms: list[str]  # every firm of the folder, sorted
+    rows: pd.DataFrame  # contract rows of the firms to score (as of the date, when given)
+    rejected: dict[str, tuple[str, str]] = field(default_factory=dict)  # firm -> (reason code, reason)
+    as_of: pd.Timestamp | None = None
+
+    @property
+    def scorable(self) -> list[str]:
+        return [f for f in self.firms if f not in self.rejected]
+
+
+def input_firms(tables: InputTables) -> list[str]:
+    """Every firm the folder names: panel, prospectus and labels (labels are read only for this)."""
+    firms = set(tables.panel["firm_id"].dropna())
+    for table in (tables.prospectus, tables.labels):
+        if table is not None:
+            firms |= set(table["firm_id"].dropna())
+    return sorted(str(f) for f in firms)
+
+
+def plan_scoring(tables: InputTables, meta: DatasetMeta, as_of: pd.Timestamp | None = None) -> ScoringPlan:
+    """Contract rows of the folder (rows after `as_of` dropped) and the firms that cannot be scored.
+    ScoringInputError when the folder lacks an indicator the model was trained on."""
+    rows = contract_rows(tables, as_of=as_of)
+    check_rows(rows, meta)
+    firms = input_firms(tables)
+    rejected: dict[str, tuple[str, str]] = {}
+    span = tables.panel.groupby("firm_id")["date"].agg(["size", "min", "max"])
+    kept = keep_last(rows, meta.config.max_len)
+    value_columns = meta.financial_features or meta.feature_names
+    has_value = kept[value_columns].notna().any(axis=1).groupby(kept["firm_id"]).any()
+    quarters = kept.groupby("firm_id")["date"].agg(["size", "max"])
+    for firm in firms:
+        if firm not in span.index:
+            rejected[firm] = NO_PANEL, NO_PANEL
+        elif firm not in quarters.index:
+            n, first, last = span.loc[firm]
+            rejected[firm] = NONE_AS_OF, (f"no panel row on or before the as-of date {as_of:%Y-%m-%d} "
+                                          f"(its {n} rows run from {first:%Y-%m-%d} to {last:%Y-%m-%d})")
+        elif not has_value.get(firm, False):
+            n, last = quarters.loc[firm]
+            rejected[firm] = NO_VALUE, (f"no value in any of the {len(value_columns)} financial indicators "
+                                        f"in the {n} quarters the model reads (up to {last:%Y-%m-%d})")
+    rows = rows[~rows["firm_id"].isin(set(rejected))].sort_values(["firm_id", "date"], kind="stable")
+    return ScoringPlan(firms, rows.reset_index(drop=True), rejected, as_of)
+
+
+def top_drivers(interp: Interpretation, mask: np.ndarray, feature_names: list[str], k: int = TOP_DRIVERS) -> list[str]:
+    """Per firm, the k (feature, quarter) cells with the largest share of the model's attention, as
+    'feature@Q-n (12.3%); ...' (Q-1: the latest scored quarter)."""
+    n, steps, features = interp.feature_attention.shape
+    weight = interp.temporal_weights[:, :, None] * interp.feature_attention * mask[:, :, None]
+    total = weight.sum(axis=(1, 2), keepdims=True)
+    share = (weight / np.where(total > 0, total, 1.0)).reshape(n, -1)
+    order = np.argsort(-share, axis=1, kind="stable")[:, :k]
+    out = []
+    for i in range(n):
+        cells = [c for c in order[i] if share[i, c] > 0]
+        out.append("; ".join(f"{feature_names[c % features]}@Q-{steps - c // features} ({100 * share[i, c]:.1f}%)"
+                             for c in cells))
+    return out
+
+
+def score_with_drivers(scorer: Scorer, rows: pd.DataFrame, text_features: pd.DataFrame | None = None,
+                       k: int = TOP_DRIVERS) -> pd.DataFrame:
+    """`Scorer.score` of `rows`, plus each firm's top drivers and the number of quarters the model read."""
+    arrays, out = scorer.interpret(rows, text_features)
+    frame = score_frame(arrays, out)
+    frame["top_drivers"] = top_drivers(out, arrays.mask, scorer.meta.feature_names, k)
+    frame["quarters"] = arrays.mask.sum(axis=1).astype(np.int64)
+    return frame
+
+
+def _batches(rows: pd.DataFrame, firms: list[str], size: int):
+    """Row slices of consecutive groups of `size` firms (rows sorted by firm_id, date; firms sorted)."""
+    ids = rows["firm_id"].to_numpy()
+    for start in range(0, len(firms), size):
+        chunk = firms[start:start + size]
+        lo, hi = np.searchsorted(ids, chunk[0], side="left"), np.searchsorted(ids, chunk[-1], side="right")
+        yield rows.iloc[lo:hi]
+
+
+def score_plan(scorer: Scorer, plan: ScoringPlan, text_features: pd.DataFrame | None = None,
+               batch_firms: int = DEFAULT_BATCH_FIRMS, k: int = TOP_DRIVERS) -> pd.DataFrame:
+    """The output table: one row per firm of the plan, scored in batches of `batch_firms` firms."""
+    if batch_firms < 1:
+        raise ValueError("batch_firms must be at least 1")
+    scorable = plan.scorable
+    parts = [score_with_drivers(scorer, part, text_features, k) for part in _batches(plan.rows, scorable, batch_firms)]
+    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=OUTPUT_COLUMNS[:-3])
+    scored["last_date"] = scored["firm_id"].map(plan.rows.groupby("firm_id")["date"].max())
+    out = pd.DataFrame({"firm_id": plan.firms}).merge(scored, on="firm_id", how="left")
+    out["status"] = np.where(out["firm_id"].isin(set(plan.rejected)), REJECTED, SCORED)
+    out["reason"] = [plan.rejected[f][1] if f in plan.rejected else "" for f in out["firm_id"]]
+    out["cluster"] = out["cluster"].astype("Int64")
+    out["quarters"] = out["quarters"].astype("Int64")
+    out["has_text"] = out["has_text"].astype("boolean")
+    out["predicted_class"] = out["predicted_class"].fillna("")
+    out["top_drivers"] = out["top_drivers"].fillna("")
+    out["last_date"] = pd.to_datetime(out["last_date"])
+    for column in PROBABILITY_COLUMNS:
+        out[column] = out[column].astype(np.float64)
+    return out[OUTPUT_COLUMNS]
+
+
+def outcome_counts(plan: ScoringPlan) -> dict[str, int]:
+    """firms, scored, rejected, and rejected per reason code."""
+    codes = [code for code, _ in plan.rejected.values()]
+    return {"firms": len(plan.firms), "scored": len(plan.firms) - len(codes), "rejected": len(codes),
+            **{code: codes.count(code) for code in REASON_CODES if code in codes}}
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """'240 firms: 238 scored, 2 rejected (no row in the panel: 1; no usable value: 1)'."""
+    reasons = "; ".join(f"{code}: {counts[code]}" for code in REASON_CODES if counts.get(code))
+    return (f"{counts['firms']} firms: {counts['scored']} scored, {counts['rejected']} rejected"
+            + (f" ({reasons})" if reasons else ""))
+
+
+def write_predictions(frame: pd.DataFrame, path) -> None:
+    """CSV (dates as YYYY-MM-DD) or Parquet by the file's suffix."""
+    write_table(frame, path)
