@@ -1,4 +1,4 @@
-"""The `emdlot` command: synth, validate, prepare, import, demo, explain, report.
+"""The `emdlot` command: synth, validate, prepare, import, demo, ui, explain, report.
 
 User errors (bad data, bad settings) print a clear message and exit 2; no traceback.
 """
@@ -87,7 +87,24 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from emdlot.demo import run_demo
 
-    return run_demo(Path(args.out), firms=args.firms, seed=args.seed)
+    return run_demo(Path(args.out), firms=args.firms, seed=args.seed, quick=args.quick)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The MLflow UI on a demo's (or any folder's) sqlite store, on this machine's 127.0.0.1 only."""
+    import subprocess
+
+    db = Path(args.out).resolve() / "mlflow.db"
+    if not db.exists():
+        raise FileNotFoundError(f"{db}: no MLflow store here; run `emdlot demo --out {args.out}` first or give --out")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
+               "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (store {db}); Ctrl-C stops it. Runs, metrics and artifacts "
+          "are under the 'Model training' view.", flush=True)
+    try:
+        return subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -143,9 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the whole chain on synthetic data, locally")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--firms", type=int, default=1994)
+    p.add_argument("--firms", type=int, help="issuers to generate (default 1994; --quick: 600)")
     p.add_argument("--seed", type=int, default=86)
+    p.add_argument("--quick", action="store_true", help="small data, few trials and seeds: under 5 minutes")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ui", help="open the MLflow UI on a demo's store (127.0.0.1 only)")
+    p.add_argument("--out", default="demo_out", help="the folder holding mlflow.db (the demo's --out)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("explain", help="one issuer's prediction and why, from a saved interpretation")
     p.add_argument("interpretation", help="INTERPRETATION.npz written by flows/train.py (OUT/interpretations/)")

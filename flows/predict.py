@@ -21,26 +21,20 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
 from emdlot import tracking
-from emdlot.ray_init import init_ray
-from emdlot.data.contract import check_inputs
 from emdlot.data.io import TableError
 from emdlot.data.scoring import ScoringInputError
-from emdlot.runs.package import Scorer
-from emdlot.scoring.model import ModelLoadError, resolve_model
-from emdlot.scoring.predict import (DEFAULT_BATCH_FIRMS, OUTPUT_SUFFIXES, describe_counts, outcome_counts, plan_scoring,
-                                    score_plan, write_predictions)
-from emdlot.scoring.text import TextModelError, plan_text, text_features_for
-from emdlot.text.io import find_prospectus, read_prospectus
+from emdlot.ray_init import init_ray
+from emdlot.scoring.model import ModelLoadError
+from emdlot.scoring.predict import (DEFAULT_BATCH_FIRMS, OUTPUT_SUFFIXES, InputError, describe_counts, predict_folder,
+                                    write_predictions)
+from emdlot.scoring.text import TextModelError
 
 EXPERIMENT = "emdlot-predict"
 
 
-class InputError(ValueError):
-    """Bad input; each line of the message is printed as one error line."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,35 +100,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def predict(args: argparse.Namespace, input_dir: Path, out: Path, as_of: pd.Timestamp | None, uri: str) -> dict:
     """The flow's work inside its MLflow run; returns the counts."""
-    model = resolve_model(args.model, uri)
-    try:
-        try:
-            scorer = Scorer(model.folder)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            raise ModelLoadError(f"model {args.model}: its package cannot be loaded: {type(err).__name__}: "
-                                 f"{(str(err).splitlines() or [''])[0][:300]}") from None
-        mlflow.set_tags({f"model.{k}": v for k, v in model.details.items()})
-        tables, violations = check_inputs(input_dir, require_labels=False)
-        if violations or tables is None:
-            raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:",
-                                        *(str(v) for v in violations)]))
-        plan = plan_scoring(tables, scorer.meta, as_of)
-        text = None
-        if scorer.text_model is not None and scorer.config.model.use_text and tables.prospectus is not None and plan.scorable:
-            text_plan = plan_text(scorer.text_model)  # before any work: a missing BERT is a one-line error
-            print(f"predict: text features with the packaged text model ({text_plan.describe()})", flush=True)
-            tracking.log_params({"text_extraction": text_plan.config.extract.backend, "text_embedder": text_plan.embedder.kind})
-            init_ray(args.ray_address, args.num_cpus)
-            text = text_features_for(read_prospectus(find_prospectus(input_dir)), plan.scorable, text_plan)
-            tracking.log_table(text.firms, "text", "text_status.csv")
-        frame = score_plan(scorer, plan, None if text is None else text.features, args.batch_firms)
-    finally:
-        model.cleanup()
+    frame, counts = predict_folder(args.model, input_dir, as_of, uri, args.batch_firms,
+                                   start_ray=lambda: init_ray(args.ray_address, args.num_cpus))
     try:
         write_predictions(frame, out)
     except OSError as err:
         raise InputError(f"--out {out}: cannot be written: {err.strerror or err}") from None
-    counts = outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum())}
     return counts
 
 

@@ -4,7 +4,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import roc_auc_score
 
 from emdlot.data.arrays import SequenceArrays

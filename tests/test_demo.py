@@ -1,46 +1,44 @@
-"""`emdlot demo` end to end at reduced size: every stage runs and the MLflow run holds what it promises."""
+"""`emdlot demo --quick` end to end: every stage of the chain runs through the flows' library calls, and the
+local MLflow store holds the embed, tune, train and predict runs, the tables, the report and the registered model."""
 from __future__ import annotations
 
 import mlflow
 import pandas as pd
+import pytest
 
 from emdlot.demo import run_demo
 
 
-def test_demo_runs_the_chain_and_tracks_the_model(tmp_path):
+@pytest.mark.slow
+def test_quick_demo_runs_the_whole_chain_and_records_every_stage(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert run_demo(out, firms=1000, seed=86) == 0
+    assert run_demo(out, quick=True) == 0
+    printed = capsys.readouterr().out
+    report = out / "train" / "report.html"
+    assert f"[demo] report: {report}" in printed and report.stat().st_size > 10_000
+    assert "emdlot ui --out" in printed
+
     manifest = pd.read_csv(out / "dataset" / "manifest.csv")
-    assert len(manifest) == 1000
+    assert len(manifest) == 600
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    runs = {name: client.search_runs([client.get_experiment_by_name(name).experiment_id], "tags.mlflow.parentRunId IS NULL")
+            for name in ("emdlot-embed", "emdlot-tune", "emdlot-train", "emdlot-predict")}
+    assert all(len(r) == 1 and r[0].info.status == "FINISHED" for r in runs.values())
+    tune_children = client.search_runs([runs["emdlot-tune"][0].info.experiment_id],
+                                       f"tags.mlflow.parentRunId = '{runs['emdlot-tune'][0].info.run_id}'")
+    assert len(tune_children) == 2
+    train = runs["emdlot-train"][0]
+    assert {"tables/table6_paper.md", "tables/table8_paper.png"} <= {a.path for a in client.list_artifacts(train.info.run_id, "tables")}
+    assert {a.path for a in client.list_artifacts(train.info.run_id, "report")} == {"report/report.html"}
+    (version,) = client.search_model_versions("name = 'emdlot'")
+    assert version.run_id == train.info.run_id
 
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("emdlot-demo")
-    (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.status == "FINISHED"
-    metrics = run.data.metrics
-    for name in ("test_recall", "test_f1", "test_average_precision", "test_auc", "test_composite"):
-        assert name in metrics
-    assert 0.0 <= metrics["test_auc"] <= 1.0 and metrics["epochs"] >= metrics["best_epoch"] >= 1
-    assert len(client.get_metric_history(run.info.run_id, "val_score")) == metrics["epochs"]
-    assert run.data.params["model.hidden_size"] == "64"
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "explanations")}
-    assert artifacts == {"explanations/modality_weights.csv", "explanations/chapter_weights.csv", "explanations/feature_importance.csv"}
-    importance = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="explanations/feature_importance.csv",
-                                                                 tracking_uri=f"sqlite:///{out / 'mlflow.db'}"))
-    assert len(importance) == 68 and abs(importance["attention_pct"].sum() - 100) < 1e-3
-
-    # the embed step ran through the same library calls as flows/embed.py and fed the model
-    status = pd.read_parquet(out / "text" / "text_status.parquet")
-    assert set(status["firm_id"]) == set(manifest["firm_id"])
-    features = pd.read_parquet(out / "text" / "text_features.parquet")
-    assert features.shape[1] == 1 + 80 and set(features["firm_id"]) <= set(manifest["firm_id"])
-    assert len(features) == (status["status"] != "no_text").sum() > 0.9 * len(manifest)
-    assert run.data.params["data.text_features"] == str((out / "text" / "text_features.parquet").resolve())
-    assert run.data.params["data.performing_cutoff"] == "matched" and run.data.params["model.decay"] == "learned"
-    assert int(run.data.params["data.firms.test"]) == (manifest["split"] == "test").sum()
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {"model/emdlot.safetensors"}
-    (embed_run,) = client.search_runs([client.get_experiment_by_name("emdlot-embed").experiment_id])
-    assert embed_run.info.status == "FINISHED" and 0 < embed_run.data.metrics["pca_explained_variance_total"] <= 1
-    chapters = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="explanations/chapter_weights.csv",
-                                                               tracking_uri=f"sqlite:///{out / 'mlflow.db'}"))
-    assert chapters.select_dtypes("number").to_numpy().max() > 0  # text reached the model
+    # the held-out issuers, scored by the registered model: every one in the output, none lost
+    scores = pd.read_csv(out / "holdout_scores.csv")
+    holdout = pd.read_parquet(out / "holdout" / "panel.parquet")
+    assert sorted(scores["firm_id"]) == sorted(holdout["firm_id"].unique())
+    scored = scores[scores["status"] == "scored"]
+    assert len(scored) > 0.9 * len(scores)
+    assert (scored[["p_Performing", "p_Extended", "p_Defaulted"]].sum(axis=1) - 1).abs().max() < 1e-6
+    assert scored["has_text"].mean() > 0.9  # the packaged text model made their text features

@@ -189,3 +189,73 @@ def test_a_failed_run_is_a_failed_nested_run_with_its_error_and_a_finished_one_h
     assert children["KNN"].info.status == "FINISHED" and children["KNN"].data.metrics["valid"] == 0.0
     assert children["KNN"].data.metrics["test_auc"] == pytest.approx(0.5)
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a listening TCP socket on `port` (Linux /proc/net/tcp; IPv6 listeners as '::')."""
+    import socket
+    import struct
+
+    found = set()
+    for table, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(socket.inet_ntoa(struct.pack("<I", int(address, 16))) if family == 4 else "::")
+    return found
+
+
+@pytest.mark.slow
+def test_emdlot_ui_serves_the_store_on_localhost_with_the_runs_and_the_report(trained):
+    """`emdlot ui` on the train flow's store: bound to 127.0.0.1, the experiment, its runs and the report
+    artifact are served; in headless Chromium the run page shows the run a reviewer looks for."""
+    import json
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    root, _ = trained
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "emdlot"), "ui", "--out", str(root), "--port", str(port)],
+                          env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2).close()
+                break
+            except OSError:
+                if ui.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"emdlot ui did not come up: {ui.stdout.read() if ui.poll() is not None else 'timeout'}")
+                time.sleep(0.5)
+        assert listening_addresses(port) == {"127.0.0.1"}  # never 0.0.0.0
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=emdlot-train") as r:
+            experiment = json.load(r)["experiment"]
+        query = json.dumps({"experiment_ids": [experiment["experiment_id"]], "filter": "tags.flow = 'train'"}).encode()
+        request = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=query, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as r:
+            (parent,) = json.load(r)["runs"]
+        run_id = parent["info"]["run_id"]
+        with urllib.request.urlopen(f"{base}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=report") as r:
+            assert [f["path"] for f in json.load(r)["files"]] == ["report/report.html"]
+        browser = shutil.which("chromium")
+        if browser is None:
+            if os.environ.get("EMDLOT_REQUIRE_BROWSER"):
+                pytest.fail("EMDLOT_REQUIRE_BROWSER is set but chromium is not installed")
+            pytest.skip("chromium not installed")
+        page = f"{base}/#/experiments/{experiment['experiment_id']}/runs/{run_id}"
+        dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                              "--virtual-time-budget=20000", "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+        assert parent["info"]["run_name"] in dom  # the run page rendered with the run a reviewer opened
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        ui.wait(timeout=30)

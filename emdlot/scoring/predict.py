@@ -14,17 +14,24 @@ to 1). Quarters are counted back from the firm's latest scored quarter, Q-1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+import mlflow
+
+from emdlot import tracking
 from emdlot.data.assemble import DatasetMeta
-from emdlot.data.contract import InputTables
+from emdlot.data.contract import InputTables, check_inputs
 from emdlot.data.scoring import check_rows, contract_rows
 from emdlot.data.sequences import keep_last
 from emdlot.data.io import write_table
 from emdlot.model.emdlot import Interpretation
 from emdlot.runs.package import PROBABILITY_COLUMNS, Scorer, score_frame
+from emdlot.scoring.model import ModelLoadError, resolve_model
+from emdlot.scoring.text import plan_text, text_features_for
+from emdlot.text.io import find_prospectus, read_prospectus
 
 SCORED, REJECTED = "scored", "rejected"
 NO_PANEL, NONE_AS_OF, NO_VALUE = "no row in the panel", "no row on or before the as-of date", "no usable value"
@@ -161,3 +168,40 @@ def describe_counts(counts: dict[str, int]) -> str:
 def write_predictions(frame: pd.DataFrame, path) -> None:
     """CSV (dates as YYYY-MM-DD) or Parquet by the file's suffix."""
     write_table(frame, path)
+
+
+class InputError(ValueError):
+    """Bad input; each line of the message is printed as one error line."""
+
+
+def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, uri: str,
+                   batch_firms: int = DEFAULT_BATCH_FIRMS, start_ray=None) -> tuple[pd.DataFrame, dict]:
+    """Score every firm of a contract folder (labels not needed) with a registered or packaged model, in the
+    active MLflow run: the output table (one row per firm) and the counts. `start_ray()` is called only
+    when text features must be made."""
+    model = resolve_model(model_uri, uri)
+    try:
+        try:
+            scorer = Scorer(model.folder)
+        except (OSError, ValueError, RuntimeError, KeyError) as err:
+            raise ModelLoadError(f"model {model_uri}: its package cannot be loaded: {type(err).__name__}: "
+                                 f"{(str(err).splitlines() or [''])[0][:300]}") from None
+        mlflow.set_tags({f"model.{k}": v for k, v in model.details.items()})
+        tables, violations = check_inputs(input_dir, require_labels=False)
+        if violations or tables is None:
+            raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:",
+                                        *(str(v) for v in violations)]))
+        plan = plan_scoring(tables, scorer.meta, as_of)
+        text = None
+        if scorer.text_model is not None and scorer.config.model.use_text and tables.prospectus is not None and plan.scorable:
+            text_plan = plan_text(scorer.text_model)  # before any work: a missing BERT is a one-line error
+            print(f"predict: text features with the packaged text model ({text_plan.describe()})", flush=True)
+            tracking.log_params({"text_extraction": text_plan.config.extract.backend, "text_embedder": text_plan.embedder.kind})
+            if start_ray is not None:
+                start_ray()
+            text = text_features_for(read_prospectus(find_prospectus(input_dir)), plan.scorable, text_plan)
+            tracking.log_table(text.firms, "text", "text_status.csv")
+        frame = score_plan(scorer, plan, None if text is None else text.features, batch_firms)
+    finally:
+        model.cleanup()
+    return frame, outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum())}
