@@ -55,3 +55,21 @@ def test_default_store_is_absolute_and_outside_the_working_directory(tmp_path, m
     assert tracking.tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
     with pytest.raises(tracking.TrackingError, match="cannot be reached"):
         tracking.check_tracking("http://127.0.0.1:9")
+
+
+def test_a_flow_killed_after_starting_ray_still_ends_killed(tmp_path):
+    """ray.init installs a SIGTERM handler that exits with 1; init_ray keeps the run's own, so `ray job stop`
+    leaves the run KILLED, not FAILED with 'SystemExit: 1'."""
+    import ray
+
+    from emdlot.ray_init import init_ray
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with tracking.mlflow_run("lifecycle", run_name="r", uri=uri):
+                init_ray(num_cpus=1)
+                os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        ray.shutdown()
+    assert _only_run(uri).info.status == "KILLED"
