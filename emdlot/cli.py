@@ -110,7 +110,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from emdlot.explain_cli import run_explain
 
-    return run_explain(args.interpretation, args.firm, args.extractions, args.top, args.json)
+    return run_explain(args.interpretation, args.firm, args.extractions, args.top, args.json, data=args.data,
+                       tracking_uri=args.tracking_uri)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -171,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("explain", help="one issuer's prediction and why, from a saved interpretation")
-    p.add_argument("interpretation", help="INTERPRETATION.npz written by flows/train.py (OUT/interpretations/)")
+    p.add_argument("interpretation", help="RUN.npz written by flows/train.py (OUT/interpretations/), or a MODEL "
+                                          "(models:/emdlot/N, runs:/ID/emdlot, a package folder) with DATA")
+    p.add_argument("data", nargs="?", help="with a MODEL: the contract folder holding the firm")
+    p.add_argument("--tracking-uri", help="MLflow URI for a models:/ or runs:/ MODEL")
     p.add_argument("--firm", required=True, help="the issuer's firm_id")
     p.add_argument("--extractions", help="extractions.parquet of flows/embed.py: the prospectus key sentences")
     p.add_argument("--top", type=int, default=10, help="features and cells to list")

@@ -44,12 +44,16 @@ def _error(message: str) -> int:
 
 
 def run_explain(interpretation: str | Path, firm: str, extractions: str | Path | None = None, top: int = 10,
-                as_json: bool = False, out: TextIO | None = None) -> int:
-    """Print one issuer's explanation from a saved InterpretedRun; exit code 2 if the firm is not in it."""
+                as_json: bool = False, out: TextIO | None = None, data: str | Path | None = None,
+                tracking_uri: str | None = None) -> int:
+    """Print one issuer's explanation: from a saved InterpretedRun (RUN.npz), or, with `data`, by scoring the firm
+    of that contract folder with a model (`models:/emdlot/N`, `runs:/...`, a package folder); exit 2 on bad input."""
     out = out or sys.stdout
     try:
-        run = InterpretedRun.load(interpretation)
+        run = InterpretedRun.load(interpretation) if data is None else _score(interpretation, data, firm, tracking_uri)
     except (ValueError, OSError, KeyError) as err:
+        if data is not None:
+            return _error(str(err).splitlines()[0] if str(err) else type(err).__name__)
         return _error(f"{interpretation}: not an interpretation saved by flows/train.py ({err})")
     try:
         texts = load_extractions(extractions)
@@ -61,6 +65,15 @@ def run_explain(interpretation: str | Path, firm: str, extractions: str | Path |
         return _error(err.args[0])
     print(json.dumps(explanation, indent=2, ensure_ascii=False) if as_json else format_explanation(explanation), file=out)
     return 0
+
+
+def _score(model: str | Path, data: str | Path, firm: str, tracking_uri: str | None) -> InterpretedRun:
+    """The firm of a contract folder, scored and explained by the model (Ray started only for text)."""
+    from emdlot import tracking
+    from emdlot.ray_init import init_ray
+    from emdlot.scoring.predict import interpret_firm
+
+    return interpret_firm(str(model), Path(data).resolve(), firm, tracking.tracking_uri(tracking_uri), start_ray=init_ray)
 
 
 def run_report(train_out: str | Path, report: str | Path | None = None, dataset: str | Path | None = None,

@@ -279,3 +279,23 @@ def test_top_drivers_rank_quarter_feature_cells_by_temporal_times_feature_attent
                             cluster_membership=np.ones((1, 2)) / 2, cluster=np.zeros(1, int))
     mask = np.array([[False, True, True]])
     assert top_drivers(interp, mask, ["roe", "debt"], k=3) == ["debt@Q-2 (45.0%); roe@Q-1 (36.0%); roe@Q-2 (15.0%)"]
+
+
+@pytest.mark.slow
+def test_emdlot_explain_scores_one_firm_of_raw_data_with_a_registered_model(package, folder, scored, capsys):
+    """`emdlot explain MODEL DATA --firm ID`: the firm's probabilities equal the predict flow's, and the
+    explanation ranks its own attention; an unscorable firm is a one-line error."""
+    import json
+
+    from emdlot.cli import main as cli
+
+    firm = sorted(scored.index[scored["status"] == "scored"])[3]
+    assert cli(["explain", "models:/emdlot/1", str(folder), "--firm", firm, "--json", "--tracking-uri", package["uri"]]) == 0
+    out = capsys.readouterr().out
+    explanation = json.loads(out[out.index("{"):])
+    probabilities = [explanation["probabilities"][c] for c in ("Performing", "Extended", "Defaulted")]
+    np.testing.assert_allclose(probabilities, scored.loc[firm, ["p_Performing", "p_Extended", "p_Defaulted"]].to_numpy(float), atol=1e-6)
+    assert explanation["true_class"] is None and explanation["top_features"]
+    assert cli(["explain", "models:/emdlot/1", str(folder), "--firm", NO_VALUE, "--tracking-uri", package["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be scored" in err and "Traceback" not in err

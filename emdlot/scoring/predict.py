@@ -205,3 +205,32 @@ def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, 
     finally:
         model.cleanup()
     return frame, outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum())}
+
+
+def interpret_firm(model_uri: str, input_dir: Path, firm_id: str, uri: str, as_of: pd.Timestamp | None = None,
+                   start_ray=None):
+    """The model's own explanation of one firm of a contract folder, as an InterpretedRun of that firm (true class
+    unknown), for emdlot.evaluation.explain.explain_firm. InputError when the firm cannot be scored."""
+    from emdlot.evaluation.explain import InterpretedRun
+
+    model = resolve_model(model_uri, uri)
+    try:
+        scorer = Scorer(model.folder)
+        tables, violations = check_inputs(input_dir, require_labels=False)
+        if violations or tables is None:
+            raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:", *(str(v) for v in violations)]))
+        plan = plan_scoring(tables, scorer.meta, as_of)
+        if firm_id not in plan.firms:
+            raise InputError(f"firm {firm_id!r} is not in {input_dir}")
+        if firm_id in plan.rejected:
+            raise InputError(f"firm {firm_id!r} cannot be scored: {plan.rejected[firm_id][1]}")
+        text = None
+        if scorer.text_model is not None and scorer.config.model.use_text and tables.prospectus is not None:
+            if start_ray is not None:
+                start_ray()
+            text = text_features_for(read_prospectus(find_prospectus(input_dir)), [firm_id], plan_text(scorer.text_model)).features
+        arrays, interp = scorer.interpret(plan.rows[plan.rows["firm_id"] == firm_id], text)
+    finally:
+        model.cleanup()
+    return InterpretedRun(interp, arrays.firm_id, arrays.y, arrays.mask, arrays.text_mask, scorer.meta.feature_names,
+                          model="EMDLOT", split=0, seed=0)
