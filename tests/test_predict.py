@@ -282,13 +282,16 @@ def test_top_drivers_rank_quarter_feature_cells_by_temporal_times_feature_attent
 
 
 @pytest.mark.slow
-def test_emdlot_explain_scores_one_firm_of_raw_data_with_a_registered_model(package, folder, scored, capsys):
+def test_emdlot_explain_scores_one_firm_of_raw_data_with_a_registered_model(package, folder, scored, capsys, tmp_path):
     """`emdlot explain MODEL DATA --firm ID`: the firm's probabilities equal the predict flow's, and the
     explanation ranks its own attention; an unscorable firm is a one-line error."""
     import json
 
     from emdlot.cli import main as cli
 
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")  # another store in this process: --tracking-uri wins
     firm = sorted(scored.index[scored["status"] == "scored"])[3]
     assert cli(["explain", "models:/emdlot/1", str(folder), "--firm", firm, "--json", "--tracking-uri", package["uri"]]) == 0
     out = capsys.readouterr().out
