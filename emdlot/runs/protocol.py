@@ -10,8 +10,7 @@ and the outcomes become the long prediction table that emdlot.evaluation.tables 
 from __future__ import annotations
 
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -93,7 +92,6 @@ def emdlot_runs(configs: dict[str, EMDLOTConfig], parts: dict[str, SequenceArray
     def run(jobs: list[tuple[str, int]]) -> Iterator[Outcome]:
         named = {run_name(m, seed_of(r)): (m, r) for m, r in jobs}
         specs = [(name, configs[m], seed_of(r)) for name, (m, r) in named.items()]
-        started = time.perf_counter()
         for name, seed, fitted in fit_many(specs, parts, train):
             model, rank = named[name]
             outcome = Outcome(model, "emdlot" if model == "EMDLOT" else "ablation", split, rank)
@@ -103,7 +101,6 @@ def emdlot_runs(configs: dict[str, EMDLOTConfig], parts: dict[str, SequenceArray
                 outcome.result = score_run(fitted, parts, configs[model], seed, score_test=True)
                 outcome.proba = outcome.result.test_proba
                 outcome.seconds = fitted.history.wall_time_s
-            outcome.seconds = outcome.seconds or time.perf_counter() - started
             yield outcome
 
     return draw_until_valid(list(configs), run, settings)
@@ -161,19 +158,3 @@ def _one_line(err: BaseException) -> str:
     """The error's last line (Ray wraps worker errors in long tracebacks)."""
     lines = [line.strip() for line in (str(err) or type(err).__name__).splitlines() if line.strip()]
     return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:500]
-
-
-@dataclass
-class SplitRecord:
-    """Everything one split produced, for the flow to log and tabulate."""
-
-    split: int
-    outcomes: list[Outcome] = field(default_factory=list)
-
-    def predictions(self, test: SequenceArrays) -> pd.DataFrame:
-        finished = [prediction_rows(o, test) for o in self.outcomes if o.proba is not None]
-        return pd.concat(finished, ignore_index=True) if finished else pd.DataFrame()
-
-
-__all__ = ["PAPER_SEEDS", "ABLATIONS", "Outcome", "ProtocolSettings", "baseline_runs", "emdlot_runs", "prediction_rows",
-           "seed_of", "ranks_to_draw", "draw_until_valid", "traceback"]
