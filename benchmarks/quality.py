@@ -40,15 +40,16 @@ def _threads() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def prepare_split(inputs: str, out: str, protocol: str, split_seed: int) -> dict:
+def prepare_split(inputs: str, out: str, protocol: str, split_seed: int, scaling: str = "standard") -> dict:
     from emdlot.config import PrepareConfig
     from emdlot.data.prepare import prepare
 
-    meta = prepare(inputs, out, PrepareConfig(seed=split_seed, performing_cutoff=protocol))
-    return {"dataset": out, "protocol": protocol, "split": split_seed, "counts": meta.counts}
+    meta = prepare(inputs, out, PrepareConfig(seed=split_seed, performing_cutoff=protocol, scaling=scaling))
+    return {"dataset": out, "protocol": protocol, "split": split_seed, "counts": meta.counts,
+            "tag": "" if scaling == "standard" else f" [{scaling} scaling]"}
 
 
-def run_baselines(dataset: str, protocol: str, split_seed: int) -> list[dict]:
+def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -> list[dict]:
     _threads()
     from emdlot.data.assemble import assemble, read_meta
     from emdlot.training.baselines import TREE_BASELINES, fit_predict, shortcut_baselines
@@ -59,12 +60,12 @@ def run_baselines(dataset: str, protocol: str, split_seed: int) -> list[dict]:
     for name, (factory, view) in (TREE_BASELINES | shortcut_baselines(macro)).items():
         started = time.perf_counter()
         proba = fit_predict(factory, view, parts["train"], parts["test"], seed=split_seed)
-        out.append({"model": name, "protocol": protocol, "split": split_seed, "seed": split_seed,
+        out.append({"model": name + tag, "protocol": protocol, "split": split_seed, "seed": split_seed,
                     "proba": proba.tolist(), "y": parts["test"].y.tolist(), "seconds": time.perf_counter() - started})
     return out
 
 
-def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int) -> dict:
+def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict:
     _threads()
     from emdlot.data.assemble import assemble
     from emdlot.runs import train_and_score
@@ -75,7 +76,7 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     started = time.perf_counter()
     parts = assemble(dataset, with_train_val=config.train.refit_on_val)
     result = train_and_score(parts, config, seed, score_test=True)
-    return {"model": f"EMDLOT {variant}", "protocol": protocol, "split": split_seed, "seed": seed,
+    return {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
             "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),
             "best_epoch": result.history.best_epoch, "epochs": len(result.history.epochs),
             "val_composite": result.val_score, "seconds": time.perf_counter() - started}
@@ -128,6 +129,8 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["matched", "paper"])
     parser.add_argument("--variants", nargs="+", default=None, help="names from emdlot/configs/variants.yaml")
     parser.add_argument("--paper-variants", nargs="+", default=None, help="variants run under the paper protocol (default: all)")
+    parser.add_argument("--scaling", nargs="+", default=["standard"], choices=["standard", "quantile"],
+                        help="feature scaling of `prepare` (each gets its own datasets; non-standard ones are tagged)")
     parser.add_argument("--firms", type=int, default=1994)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
@@ -142,18 +145,18 @@ def main() -> None:
 
         inputs = str(Path(work) / "in")
         write_dataset(generate(SynthConfig(firms=args.firms)), inputs)
-        jobs = [pool.submit(prepare_split, inputs, str(Path(work) / f"{p}-{s}"), p, s)
-                for p in args.protocols for s in SPLIT_SEEDS[: args.splits]]
+        jobs = [pool.submit(prepare_split, inputs, str(Path(work) / f"{p}-{s}-{c}"), p, s, c)
+                for c in args.scaling for p in args.protocols for s in SPLIT_SEEDS[: args.splits]]
         datasets = [j.result() for j in jobs]
         print(f"[quality] {len(datasets)} datasets prepared in {time.perf_counter() - started:.0f}s", flush=True)
         tasks = []
         for d in datasets:
-            tasks.append(pool.submit(run_baselines, d["dataset"], d["protocol"], d["split"]))
+            tasks.append(pool.submit(run_baselines, d["dataset"], d["protocol"], d["split"], d["tag"]))
             names = variants if d["protocol"] == "matched" or args.paper_variants is None else {
                 n: variants[n] for n in args.paper_variants}
             for name, params in names.items():
                 for seed in TRAIN_SEEDS[: args.seeds]:
-                    tasks.append(pool.submit(run_emdlot, d["dataset"], d["protocol"], d["split"], name, params, seed))
+                    tasks.append(pool.submit(run_emdlot, d["dataset"], d["protocol"], d["split"], name, params, seed, d["tag"]))
         runs = []
         for done, job in enumerate(as_completed(tasks), 1):
             result = job.result()
@@ -163,7 +166,7 @@ def main() -> None:
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
     table = summarise_runs(runs)
     body = {
-        "setup": {"firms": args.firms, "splits": SPLIT_SEEDS[: args.splits], "train_seeds": TRAIN_SEEDS[: args.seeds],
+        "setup": {"firms": args.firms, "scaling": args.scaling, "splits": SPLIT_SEEDS[: args.splits], "train_seeds": TRAIN_SEEDS[: args.seeds],
                   "variants": variants, "emdlot_size": "emdlot/configs/demo_model.yaml, use_text false",
                   "baselines": "XGBoost / LightGBM on sequence summaries (7F + length + gap); shortcut models: "
                                "logistic regression on the last quarter's macro vector / on the sequence length",

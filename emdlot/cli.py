@@ -12,13 +12,13 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from emdlot.config import ConfigError, PrepareConfig, SynthConfig, load_config
+from emdlot.config import ConfigError, PrepareConfig, SynthConfig, describe_validation, load_config
 from emdlot.data.assemble import AssemblyError
 from emdlot.data.contract import ContractError, Violation, check_inputs
-from emdlot.data.io import TableError, write_table
+from emdlot.data.io import TableError, check_table_path, write_table
 from emdlot.data.split import SplitError
 
-USER_ERRORS = (ConfigError, ContractError, TableError, SplitError, AssemblyError, ValidationError, FileNotFoundError)
+USER_ERRORS = (ConfigError, ContractError, TableError, SplitError, AssemblyError, FileNotFoundError)
 EXIT_INVALID = 2
 
 
@@ -37,6 +37,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from emdlot.synth import generate, write_dataset
 
     cfg = load_config(SynthConfig, args.config, firms=args.firms, seed=args.seed)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a file; name a folder for the tables")
     data = generate(cfg)
     paths = write_dataset(data, args.out, args.format)
     counts = data.labels["label"].value_counts().to_dict()
@@ -46,6 +48,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.report:
+        check_table_path(args.report, "--report")
     tables, violations = check_inputs(args.dir)
     if violations:
         print(f"{args.dir}: {len(violations)} data contract violation(s)", file=sys.stderr)
@@ -54,6 +58,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"{args.dir}: valid ({len(tables.labels)} firms, {len(tables.panel)} panel rows, "
           f"{len(tables.financial_features)} financial + {len(tables.macro_features)} macro indicators, "
           f"prospectus: {'yes' if tables.prospectus is not None else 'no'})")
+    for note in tables.notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -65,19 +71,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     meta = prepare(args.dir, args.out, cfg, text_features=args.text_features)
     print(f"prepared {args.out} in {time.perf_counter() - started:.1f}s: {len(meta.feature_names)} features; firms per split {meta.counts}")
+    rejected = sum(meta.counts.get("rejected", {}).values())
+    if rejected:
+        print(f"  note: {rejected} firm(s) rejected (no history before their window); reasons in {Path(args.out) / 'manifest.csv'}")
+    if meta.text is not None:
+        print(f"  text features: {meta.text['firms_matched']} of the dataset's firms matched a row of {meta.text['path']} "
+              f"({meta.text['firms_in_file']} firms in the file); the others have no text")
     return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from emdlot import importers
 
+    check_table_path(args.out, "--out")
+    sheets = args.sheet or None
+    if args.kind != "wind-macro" and sheets and len(sheets) > 1:
+        raise ConfigError(f"import {args.kind}: give one --sheet (the report's sheet), not {len(sheets)}")
     if args.kind == "wind-macro":
-        frame = importers.read_wind_macro(args.file, importers.MacroImportConfig(aggregation=args.aggregation))
+        frame = importers.read_wind_macro(args.file, importers.MacroImportConfig(aggregation=args.aggregation, sheets=sheets))
     elif args.kind == "wind-defaults":
         keywords = ["展期", "延期"] if args.count_yanqi else ["展期"]
-        frame = importers.read_wind_defaults(args.file, importers.WindDefaultsConfig(extension=importers.ExtensionRule(keywords=keywords)))
+        frame = importers.read_wind_defaults(args.file, importers.WindDefaultsConfig(
+            extension=importers.ExtensionRule(keywords=keywords), sheet=sheets[0] if sheets else None))
     else:
-        frame = importers.read_ifind_first_defaults(args.file)
+        frame = importers.read_ifind_first_defaults(args.file, importers.IfindFirstDefaultsConfig(sheet=sheets[0] if sheets else None))
     write_table(frame, args.out)
     detail = frame["label"].value_counts().to_dict() if "label" in frame else f"{frame.shape[1] - 1} series, {frame['date'].min():%Y-%m} to {frame['date'].max():%Y-%m}"
     print(f"wrote {len(frame)} rows to {args.out} ({detail})")
@@ -157,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .parquet or .csv")
     p.add_argument("--aggregation", choices=("last", "mean"), default="last", help="monthly -> quarterly (wind-macro)")
     p.add_argument("--count-yanqi", action="store_true", help="also treat 延期 as an extension (wind-defaults)")
+    p.add_argument("--sheet", action="append", help="the workbook's sheet to read (default: wind-macro reads every "
+                                                    "sheet, the default reports the first with the expected header); "
+                                                    "wind-macro: repeat for several")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("demo", help="run the whole chain on synthetic data, locally")
@@ -201,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (*USER_ERRORS, ImportFormatError) as err:
         print(f"emdlot {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except ValidationError as err:
+        print(f"emdlot {args.command}: error: {describe_validation(err)}", file=sys.stderr)
         return EXIT_INVALID
 
 

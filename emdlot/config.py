@@ -22,6 +22,24 @@ class ConfigError(ValueError):
     """A settings file that cannot be used; the message names the file."""
 
 
+def describe_yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
+    """One line: file, line and column of a YAML syntax error, and what the parser expected."""
+    mark = getattr(err, "problem_mark", None)
+    where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{path}{where}: not valid YAML ({problem})"
+
+
+def describe_validation(err: ValidationError) -> str:
+    """One line per settings error joined by '; ': `firms: Input should be ... (got 0)`."""
+    parts = []
+    for e in err.errors():
+        name = ".".join(str(part) for part in e["loc"]) or "settings"
+        got = f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e.get("input"), dict) else ""
+        parts.append(f"{name}: {e['msg']}{got}")
+    return "; ".join(parts)
+
+
 class SynthConfig(StrictModel):
     """Shape of the paper-like synthetic dataset (paper section 4, Tables A.1-A.4)."""
 
@@ -54,6 +72,9 @@ class PrepareConfig(StrictModel):
     # regressions are well estimated from 50k rows, and the fit then stops growing with the panel.
     transform_fit_rows: int | None = Field(50_000, ge=1000)
     smote_k_neighbors: int = Field(5, ge=1)
+    # "standard": z-scores (the paper); "quantile": each feature through its training quantiles to N(0, 1)
+    scaling: Literal["standard", "quantile"] = "standard"
+    quantiles: int = Field(1000, ge=10)  # quantile scaling: reference points per feature
 
 
 def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
@@ -66,11 +87,11 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides) -> T:
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+            raise ConfigError(describe_yaml_error(path, err)) from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return cls.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{path or 'settings'}: invalid {cls.__name__}:\n{err}") from None
+        raise ConfigError(f"{path or 'settings'}: invalid {cls.__name__}: {describe_validation(err)}") from None

@@ -5,6 +5,7 @@ all tracked in one local sqlite MLflow store. `--quick` runs it small (under 5 m
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from importlib.resources import files
@@ -16,7 +17,7 @@ import torch
 import yaml
 
 from emdlot import tracking
-from emdlot.config import PrepareConfig, SynthConfig
+from emdlot.config import ConfigError, PrepareConfig, SynthConfig
 from emdlot.data.contract import check_inputs
 from emdlot.data.prepare import prepare
 from emdlot.runs.evaluate import EvaluationSpec, evaluate
@@ -48,6 +49,8 @@ class DemoSize:
 
 
 FULL = DemoSize(firms=1994, distressed_rate=38 / 1994, holdout_firms=300, trials=4, trial_epochs=5, seeds=3, max_seeds=5)
+# Fewer distressed issuers than this and a stratified split with SMOTE cannot be made on every seed.
+MIN_DISTRESSED = 20
 QUICK = DemoSize(firms=600, distressed_rate=0.06, holdout_firms=120, trials=2, trial_epochs=2, seeds=1, max_seeds=1, final_epochs=6)
 
 
@@ -63,6 +66,12 @@ def _done(started: float) -> None:
 def run_demo(out: Path, firms: int | None = None, seed: int = 86, quick: bool = False) -> int:
     size = QUICK if quick else FULL
     size = size if firms is None else DemoSize(**{**size.__dict__, "firms": firms})
+    if size.firms * size.distressed_rate < MIN_DISTRESSED:
+        least = math.ceil(MIN_DISTRESSED / size.distressed_rate)
+        raise ConfigError(f"--firms {size.firms}: about {size.firms * size.distressed_rate:.0f} distressed issuers at this "
+                          f"size's rate ({size.distressed_rate:.1%}); the demo needs at least {least} firms")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; name a folder for the demo")
     out = out.resolve()
     data_dir, holdout_dir, dataset_dir, text_dir = out / "data", out / "holdout", out / "dataset", out / "text"
     uri = f"sqlite:///{out / 'mlflow.db'}"

@@ -88,6 +88,8 @@ def run_report(train_out: str | Path, report: str | Path | None = None, dataset:
 
     if not Path(train_out).is_dir():
         raise FileNotFoundError(f"{train_out}: not a folder (the --out of flows/train.py)")
+    if not any((Path(train_out) / part).is_dir() for part in ("tables", "interpretations")):
+        raise FileNotFoundError(f"{train_out}: no tables/ or interpretations/ folder; not the --out of flows/train.py")
     path = write_report(train_out, report, dataset=dataset, extractions=extractions, max_flagged=max_flagged)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, self-contained; open it in any browser)")
     return 0

@@ -21,7 +21,7 @@ from pathlib import Path
 from emdlot.ray_init import init_ray
 from emdlot.text.config import load_embed_config
 from emdlot.data.io import TableError
-from emdlot.text.io import find_prospectus, read_firm_list, read_prospectus, read_split
+from emdlot.text.io import check_coverage, find_prospectus, read_firm_list, read_prospectus, read_split
 from emdlot.text.outputs import describe, embed_folder
 
 log = logging.getLogger("emdlot.embed")
@@ -80,9 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         source = find_prospectus(args.data)
         prospectus = read_prospectus(source)
         split = read_split_table(args)
+        unlisted = check_coverage(prospectus, split, source, args.train_firms or args.manifest or args.data / "manifest.csv")
     except (TableError, ValueError, FileNotFoundError) as err:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2
+    if unlisted:
+        print(f"embed: note: {unlisted} prospectus firm(s) are not in the split; they are embedded and marked "
+              "'unlisted' in text_status.parquet", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     init_ray(args.ray_address, args.num_cpus)

@@ -26,8 +26,10 @@ matplotlib.use("Agg")
 
 from emdlot import tracking  # noqa: E402
 from emdlot.config import ConfigError, PrepareConfig, load_config  # noqa: E402
-from emdlot.data.assemble import META_FILE  # noqa: E402
-from emdlot.data.contract import ContractError  # noqa: E402
+from emdlot.data.assemble import META_FILE, AssemblyError  # noqa: E402
+from emdlot.data.contract import ContractError, load_inputs  # noqa: E402
+from emdlot.data.io import TableError  # noqa: E402
+from emdlot.data.split import SplitError  # noqa: E402
 from emdlot.ray_init import init_ray  # noqa: E402
 from emdlot.runs.evaluate import EvaluationSpec, evaluate  # noqa: E402
 from emdlot.runs.protocol import PAPER_SEEDS, ProtocolSettings  # noqa: E402
@@ -83,6 +85,10 @@ def check_args(args: argparse.Namespace):
         raise ConfigError(f"--splits must be 1..{len(PAPER_SEEDS)}")
     if not 1 <= args.seeds <= args.max_seeds:
         raise ConfigError("--seeds must be at least 1 and at most --max-seeds")
+    for option, value, least in (("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0),
+                                 ("--n-boot", args.n_boot, 10)):
+        if value < least:
+            raise ConfigError(f"{option} must be at least {least} (got {value})")
     names = [] if args.baselines == "none" else list(BASELINES) if args.baselines == "all" else [n.strip() for n in args.baselines.split(",")]
     unknown = [n for n in names if n not in BASELINES]
     if unknown:
@@ -101,6 +107,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, tracking.TrackingError, ValueError) as err:
         print(f"train: error: {'; '.join(line.strip() for line in str(err).splitlines() if line.strip())}", file=sys.stderr)
         return 2
+    try:
+        return run(args, protocol, config, prepare_config, uri)
+    except (ContractError, SplitError, AssemblyError, TableError, ConfigError) as err:
+        # bad input found once the work started: the MLflow run is already FAILED with this error
+        for line in str(err).splitlines():
+            if line.strip():
+                print(f"train: error: {line.strip()}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, protocol: ProtocolSettings, config, prepare_config: PrepareConfig, uri: str) -> int:
+    """The flow's work inside its MLflow run."""
     out = (args.out or tracking.emdlot_home() / "train" / args.name).resolve()
     out.mkdir(parents=True, exist_ok=True)
     print(f"train: outputs in {out}; MLflow {uri} (experiment {EXPERIMENT})", flush=True)
@@ -108,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     with tracking.mlflow_run(EXPERIMENT, run_name=args.name, uri=uri, tags={"flow": "train"}) as parent:
         tracking.log_params({k: str(v.resolve()) if isinstance(v, Path) else v for k, v in vars(args).items()} | {"out": str(out)})
         tracking.log_params(config.model_dump(), prefix="emdlot.")
+        load_inputs(args.input)  # the contract, before Ray starts: a bad folder is a FAILED run with its violations
         init_ray(args.ray_address, args.num_cpus)
         spec = EvaluationSpec(
             input_dir=args.input.resolve(), out=out, config=config, protocol=protocol, prepare=prepare_config,
@@ -127,8 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ContractError as err:
-        print(f"train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

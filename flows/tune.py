@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         data = args.data.resolve()
+        for option, value, least in (("--trials", args.trials, 1), ("--max-concurrent", args.max_concurrent, 1),
+                                     ("--grace-epochs", args.grace_epochs, 1), ("--max-epochs", args.max_epochs or 1, 1)):
+            if value < least:
+                raise ConfigError(f"{option} must be at least {least} (got {value})")
         if not (data / META_FILE).exists():
             raise ConfigError(f"--data {data}: not a prepared dataset (no {META_FILE}); run `emdlot prepare` first")
         if args.text_features and not args.text_features.exists():

@@ -33,6 +33,7 @@ class DatasetMeta:
     config: PrepareConfig
     inputs: dict[str, str] = field(default_factory=dict)  # table -> sha256 of the input file
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> firms
+    text: dict | None = None  # the text features joined at prepare time: file, sha256, firms covered per split
 
     def write(self, dataset: Path) -> None:
         body = asdict(self) | {"config": self.config.model_dump(), "classes": list(CLASSES)}
@@ -49,6 +50,28 @@ class AssemblyError(ValueError):
     pass
 
 
+def read_text_features(path: str | Path) -> pd.DataFrame:
+    """flows/embed.py's text_features (.parquet, or .csv), firm_id as text; an AssemblyError naming the file
+    when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise AssemblyError(f"--text-features {path}: no such file")
+    try:
+        if path.suffix == ".parquet":
+            table = pd.read_parquet(path)
+        elif path.suffix == ".csv":
+            table = pd.read_csv(path, dtype={"firm_id": str})
+        else:
+            raise AssemblyError(f"--text-features {path}: expected the .parquet written by flows/embed.py")
+    except (OSError, ValueError, pd.errors.ParserError) as err:
+        if isinstance(err, AssemblyError):
+            raise
+        raise AssemblyError(f"--text-features {path}: cannot be read: {str(err).strip().splitlines()[0]}") from None
+    if "firm_id" in table.columns:
+        table["firm_id"] = table["firm_id"].astype(str).str.strip()
+    return table
+
+
 def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims: int = TEXT_DIMS) -> SequenceArrays:
     """Fill text (N, 2, dims) and the per-section text_mask (N, 2) from a firm_id-keyed table. A firm
     without a row has every section masked; a section whose values are missing (NaN) is masked alone."""
@@ -62,6 +85,9 @@ def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims
             raise AssemblyError(f"text features lack columns: {(['firm_id'] if 'firm_id' not in text_features.columns else []) + missing[:5]}")
         table = text_features.drop_duplicates("firm_id").set_index("firm_id")[columns]
         present = pd.Index(arrays.firm_id).isin(table.index)
+        if n and not present.any():
+            raise AssemblyError(f"text features: none of their {len(table)} firm_ids (e.g. {str(table.index[0])!r}) is a firm "
+                                f"of the dataset (e.g. {str(arrays.firm_id[0])!r}); are they from this input folder?")
         values = table.reindex(arrays.firm_id[present]).to_numpy(dtype=np.float32).reshape(-1, len(SECTIONS), dims)
         text[present] = np.nan_to_num(values, nan=0.0)
         has_text[present] = np.isfinite(values).all(axis=2)
@@ -108,7 +134,7 @@ def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | Non
     dataset = Path(dataset)
     cfg = cfg or read_meta(dataset).config
     if isinstance(text_features, (str, Path)):
-        text_features = pd.read_parquet(text_features) if str(text_features).endswith(".parquet") else pd.read_csv(text_features)
+        text_features = read_text_features(text_features)
     sequences = attach_text(SequenceArrays.load(dataset / SEQUENCES_FILE), text_features)
     manifest = pd.read_csv(dataset / MANIFEST_FILE, dtype={"firm_id": str}).set_index("firm_id")
     split = manifest["split"].reindex(sequences.firm_id).to_numpy()

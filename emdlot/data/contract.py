@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emdlot.data.io import TableError, find_table, read_table
+from emdlot.data.io import TableError, find_table, read_table, undecodable_cells, unread_neighbours
 from emdlot.schema import CLASSES, DISTRESSED, LABELS, MACRO, PANEL, PROSPECTUS, SECTIONS
 
 REQUIRED_COLUMNS = {
@@ -60,10 +60,15 @@ class InputTables:
     financial_features: list[str]
     macro_features: list[str]
     files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was accepted but handled (counted), for the user
 
     @property
     def feature_names(self) -> list[str]:
         return self.financial_features + self.macro_features
+
+
+# A time of day followed by a zone: Z, UTC, +08:00, -0500.
+_ZONED = r"\d:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|UTC|GMT|[+-]\d{2}:?\d{2})$"
 
 
 def _rows(index: pd.Index) -> list[int]:
@@ -77,6 +82,8 @@ class _TableChecker:
         self.frame, self.file, self.out = frame, file, out
 
     def add(self, row: int | None, column: str | None, message: str) -> None:
+        if row is not None and (row - 2, column) in self.frame.attrs.get("undecodable", ()):
+            return  # already reported as not UTF-8; its "missing" value would be a second report of one cell
         self.out.append(Violation(self.file, row, column, message))
 
     def require(self, columns: tuple[str, ...]) -> bool:
@@ -107,13 +114,24 @@ class _TableChecker:
         return values
 
     def dates(self, column: str, required: bool) -> pd.Series:
+        """Timezone-naive dates. A date with a timezone is a violation, not converted: '2019-03-31T00:00+08:00'
+        is 2019-03-30 in UTC, so any silent conversion could move a quarter-end into another quarter."""
         raw = self.frame[column]
-        if pd.api.types.is_datetime64_any_dtype(raw):
+        if isinstance(raw.dtype, pd.DatetimeTZDtype):
+            self.add(None, column, f"dates carry a timezone ({raw.dtype.tz}); store timezone-naive dates (2019-03-31)")
+            parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+        elif pd.api.types.is_datetime64_any_dtype(raw):
             parsed = raw
         else:
             text = raw.astype("string").str.strip()
-            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-            for idx in parsed.index[text.notna() & parsed.isna()]:
+            zoned = text.str.contains(_ZONED, regex=True).fillna(False).astype(bool)
+            for idx in text.index[zoned]:
+                self.add(int(idx) + 2, column, f"date {str(raw[idx])!r} carries a timezone; write plain dates (2019-03-31)")
+            parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns]")
+            plain = text.notna() & ~zoned
+            if plain.any():
+                parsed[plain] = pd.to_datetime(text[plain], errors="coerce", format="mixed")
+            for idx in parsed.index[plain & parsed.isna()]:
                 self.add(int(idx) + 2, column, f"unparsable date {str(raw[idx])!r}")
         if required:
             for row in _rows(parsed.index[raw.isna()]):
@@ -131,13 +149,15 @@ class _TableChecker:
             self.add(int(idx) + 2, keys[-1], f"duplicate key ({shown}) first seen in row {first_row[key]}")
 
 
-def _read(folder: Path, stem: str, out: list[Violation], files: dict[str, Path],
+def _read(folder: Path, stem: str, out: list[Violation], files: dict[str, Path], notes: list[str],
           optional: tuple[str, ...] = OPTIONAL_TABLES) -> pd.DataFrame | None:
     try:
         path = find_table(folder, stem)
         if path is None:
-            if stem not in optional:
-                out.append(Violation(f"{stem}.parquet|csv", None, None, f"required table '{stem}' is missing in {folder}"))
+            hint = unread_neighbours(folder, stem)
+            if stem not in optional or hint:
+                out.append(Violation(f"{stem}.parquet|csv", None, None, f"required table '{stem}' is missing in {folder}{hint}"
+                                     if stem not in optional else f"optional table '{stem}' not found{hint}"))
             return None
         files[stem] = path
         frame = read_table(path)
@@ -147,10 +167,44 @@ def _read(folder: Path, stem: str, out: list[Violation], files: dict[str, Path],
     if len(frame) == 0:
         out.append(Violation(path.name, None, None, "the file has a header but no rows"))
         return None
+    frame = _undecodable(frame, path.name, stem, out, notes)
     if not REQUIRED_COLUMNS[stem] or all(c in frame.columns for c in REQUIRED_COLUMNS[stem]):
         return frame
     _TableChecker(frame, path.name, out).require(REQUIRED_COLUMNS[stem])
     return None
+
+
+def _printable(value: object) -> str:
+    """A cell read with surrogateescape, its bad bytes shown as \\xNN."""
+    return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _undecodable(frame: pd.DataFrame, name: str, stem: str, out: list[Violation], notes: list[str]) -> pd.DataFrame:
+    """Cells with bytes that are not UTF-8 are violations naming row and column (and then read as empty),
+    except prospectus text: that section is treated as missing, as flows/embed.py does, and counted."""
+    cells = undecodable_cells(frame)
+    if not cells:
+        return frame
+    frame = frame.copy()
+    text_rows = []
+    for idx, column in cells:
+        if idx is None:
+            shown = _printable(column)
+            out.append(Violation(name, 1, shown, "column name is not UTF-8 text (save the file as UTF-8)"))
+            continue
+        if stem == PROSPECTUS and column == "text":
+            text_rows.append(idx)
+        else:
+            out.append(Violation(name, idx + 2, column, f"not UTF-8 text: '{_printable(frame.loc[idx, column])}' "
+                                                        "(save the file as UTF-8)"))
+        frame.loc[idx, column] = None
+    frame.columns = [_printable(c) for c in frame.columns]
+    frame.attrs["undecodable"] = set(cells)
+    if text_rows:
+        rows = ", ".join(str(i + 2) for i in text_rows[:10]) + (" ..." if len(text_rows) > 10 else "")
+        notes.append(f"{name}: {len(text_rows)} text cell(s) are not UTF-8 (rows {rows}); those sections are "
+                     "treated as missing (no text for that section), as flows/embed.py does")
+    return frame
 
 
 def _check_panel(frame: pd.DataFrame, name: str, out: list[Violation]) -> tuple[pd.DataFrame, list[str]]:
@@ -233,8 +287,9 @@ def check_inputs(folder: str | Path, require_labels: bool = True) -> tuple[Input
     if not folder.is_dir():
         return None, [Violation(str(folder), None, None, "input folder does not exist")]
     files: dict[str, Path] = {}
+    notes: list[str] = []
     optional = OPTIONAL_TABLES if require_labels else (*OPTIONAL_TABLES, LABELS)
-    raw = {stem: _read(folder, stem, out, files, optional) for stem in (PANEL, MACRO, PROSPECTUS, LABELS)}
+    raw = {stem: _read(folder, stem, out, files, notes, optional) for stem in (PANEL, MACRO, PROSPECTUS, LABELS)}
     panel = labels = macro = prospectus = None
     financial: list[str] = []
     macro_features: list[str] = []
@@ -252,7 +307,7 @@ def check_inputs(folder: str | Path, require_labels: bool = True) -> tuple[Input
         labels = _no_labels()
     if panel is None or labels is None:
         return None, out
-    tables = InputTables(panel, labels, macro, prospectus, financial, macro_features, files)
+    tables = InputTables(panel, labels, macro, prospectus, financial, macro_features, files, notes)
     return tables, out
 
 

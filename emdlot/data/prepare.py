@@ -20,13 +20,13 @@ from threadpoolctl import threadpool_limits
 from emdlot.config import ConfigError, PrepareConfig
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import (
-    MANIFEST_FILE, META_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, DatasetMeta, assemble,
+    MANIFEST_FILE, META_FILE, SEQUENCES_FILE, TRANSFORMS_FILE, AssemblyError, DatasetMeta, assemble, read_text_features,
 )
 from emdlot.data.contract import InputTables, load_inputs
 from emdlot.data.sequences import (
     cutoff_before, event_dates, exclude_lookahead, join_macro, keep_last, months_since_previous, pad_sequences,
 )
-from emdlot.data.split import split_firms
+from emdlot.data.split import SplitError, split_firms
 from emdlot.data.transforms import feature_pipeline, save_pipeline
 from emdlot.schema import CLASS_INDEX, CLASSES, SECTIONS, TEXT_DIMS
 
@@ -54,6 +54,9 @@ def build_manifest(tables: InputTables, kept: pd.DataFrame, events: pd.DataFrame
     empty = manifest["last_kept"].isna()
     manifest.loc[empty, "reason"] = [
         "no row in the panel" if firm not in span.index else
+        f"every one of its {int(span.loc[firm, 'size'])} rows ({span.loc[firm, 'min']:%Y-%m-%d} to "
+        f"{span.loc[firm, 'max']:%Y-%m-%d}) is dated after its {source} date {event:%Y-%m-%d}: no history before "
+        f"the event" if span.loc[firm, "min"] > event else
         f"no observation on or before the cutoff {cutoff:%Y-%m-%d} ({cfg.exclusion_months} months before the "
         f"{source} date {event:%Y-%m-%d}); its {int(span.loc[firm, 'size'])} rows run from "
         f"{span.loc[firm, 'min']:%Y-%m-%d} to {span.loc[firm, 'max']:%Y-%m-%d}"
@@ -77,6 +80,38 @@ def build_sequences(rows: pd.DataFrame, features: list[str], order: list[str], l
         text=np.zeros((n, len(SECTIONS), TEXT_DIMS), dtype=np.float32), text_mask=np.zeros((n, len(SECTIONS)), dtype=bool),
         y=labels.reindex(order).map(CLASS_INDEX).to_numpy(dtype=np.int64),
     )
+
+
+def text_coverage(text: pd.DataFrame, manifest: pd.DataFrame, path: Path) -> dict:
+    """What meta.json records of the text features joined: the file, its hash, and how many firms of each
+    split they cover (a firm without a row is trained and scored without text)."""
+    covered = manifest["firm_id"].isin(set(text["firm_id"]))
+    per_split = {name: {"firms": int(len(group)), "with_text": int(covered[group.index].sum())}
+                 for name, group in manifest.groupby("split")}
+    return {"path": str(path.resolve()), "sha256": _sha256(path), "firms_in_file": int(text["firm_id"].nunique()),
+            "firms_matched": int(covered.sum()), "per_split": per_split}
+
+
+def _listed(rejected: pd.DataFrame, shown: int = 3) -> str:
+    if rejected.empty:
+        return ""
+    items = "; ".join(f"{r.firm_id} ({r.label}): {r.reason}" for r in rejected.head(shown).itertuples())
+    more = f"; and {len(rejected) - shown} more" if len(rejected) > shown else ""
+    return f" ({len(rejected)} firm(s) were rejected before the split: {items}{more})"
+
+
+def _rejected_summary(tables: InputTables, kept: pd.DataFrame, events: pd.DataFrame, cfg: PrepareConfig) -> str:
+    """The rejected firms behind a split that cannot be made (the manifest is not written then)."""
+    listed = tables.labels[["firm_id", "label"]].merge(events, on="firm_id", how="left")
+    listed = listed[~listed["firm_id"].isin(set(kept["firm_id"]))]
+    if listed.empty:
+        return ""
+    span = tables.panel.groupby("firm_id")["date"].agg(["min", "max"])
+    listed = listed.assign(reason=[
+        "no row in the panel" if f not in span.index else
+        f"rows {span.loc[f, 'min']:%Y-%m-%d} to {span.loc[f, 'max']:%Y-%m-%d}, window from {e:%Y-%m-%d} ({s})"
+        for f, e, s in listed[["firm_id", "event_date", "event_source"]].itertuples(index=False)])
+    return _listed(listed)
 
 
 class PrepareError(ConfigError):
@@ -109,10 +144,14 @@ def prepare(input_dir: str | Path, out_dir: str | Path, cfg: PrepareConfig | Non
 def _prepare_into(input_dir: str | Path, out: Path, cfg: PrepareConfig, text_features: str | Path | None) -> DatasetMeta:
     tables = load_inputs(input_dir)
     features = tables.feature_names
+    text = read_text_features(text_features) if text_features is not None else None
 
     events = event_dates(tables.panel, tables.labels, cfg.exclusion_months, cfg.performing_cutoff, cfg.seed)
     kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months, events), cfg.max_len)
-    manifest = build_manifest(tables, kept, events, cfg)
+    try:
+        manifest = build_manifest(tables, kept, events, cfg)
+    except SplitError as err:
+        raise SplitError(f"{err}{_rejected_summary(tables, kept, events, cfg)}") from None
     manifest.to_csv(out / MANIFEST_FILE, index=False)
     split = manifest.set_index("firm_id")["split"]
     log.info("split: %s", manifest["split"].value_counts().to_dict())
@@ -137,8 +176,14 @@ def _prepare_into(input_dir: str | Path, out: Path, cfg: PrepareConfig, text_fea
         feature_names=features, financial_features=tables.financial_features, macro_features=tables.macro_features,
         config=cfg, inputs={name: _sha256(path) for name, path in tables.files.items()}, counts=counts,
     )
+    if text is not None:
+        meta.text = text_coverage(text, manifest, Path(text_features))
     meta.write(out)
-    arrays = assemble(out, text_features, cfg)
+    try:
+        arrays = assemble(out, text, cfg)
+    except AssemblyError as err:
+        rejected = manifest[manifest["split"] == "rejected"]
+        raise AssemblyError(f"{err}{_listed(rejected)}") from None
     for name, part in arrays.items():
         part.save(out / f"{name}.npz")
     meta.counts["train_balanced"] = {c: int(n) for c, n in zip(CLASSES, np.bincount(arrays["train"].y, minlength=len(CLASSES)))}

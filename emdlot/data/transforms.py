@@ -22,7 +22,7 @@ import skops.io as sio
 from sklearn.experimental import enable_iterative_imputer  # noqa: F401  (registers IterativeImputer)
 from sklearn.impute import IterativeImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, QuantileTransformer, StandardScaler
 from sklearn.utils.validation import FLOAT_DTYPES, check_array, check_is_fitted
 
 from emdlot.config import PrepareConfig
@@ -60,13 +60,19 @@ class PosteriorMeanImputer(IterativeImputer):
 
 
 def feature_pipeline(cfg: PrepareConfig) -> Pipeline:
+    """`cfg.scaling`: "standard" (the paper: z-scores of the log-compressed values) or "quantile" (each
+    feature mapped through its training quantiles to a standard normal: ranks, as a tree sees them, so a
+    heavy tail that survives the log cannot dominate attention and gradients)."""
+    scale = (StandardScaler() if cfg.scaling == "standard" else
+             QuantileTransformer(n_quantiles=cfg.quantiles, output_distribution="normal", subsample=None,
+                                 random_state=cfg.seed))
     return Pipeline([
         ("signed_log1p", FunctionTransformer(signed_log1p, feature_names_out="one-to-one")),
         ("impute", PosteriorMeanImputer(
             sample_posterior=True, max_iter=cfg.imputer_max_iter, n_nearest_features=cfg.imputer_nearest_features,
             keep_empty_features=True, random_state=cfg.seed,
         )),
-        ("standardise", StandardScaler()),
+        ("standardise" if cfg.scaling == "standard" else "quantile", scale),
     ])
 
 

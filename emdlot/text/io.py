@@ -53,15 +53,21 @@ def read_prospectus(path: str | Path) -> pd.DataFrame:
     Parquet rows from 1.
     """
     path = Path(path)
-    if path.suffix == ".csv":
-        raw = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[],
-                          encoding="utf-8", encoding_errors="surrogateescape")
-        first_row = 2
-    elif path.suffix == ".parquet":
-        raw = pd.read_parquet(path)
-        first_row = 1
-    else:
+    if path.suffix not in (".csv", ".parquet"):
         raise TableError(f"{path}: expected a .csv or .parquet file")
+    if path.stat().st_size == 0:
+        raise TableError(f"{path}: the file is empty")
+    try:
+        if path.suffix == ".csv":
+            raw = pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[],
+                              encoding="utf-8-sig", encoding_errors="surrogateescape")
+            first_row = 2
+        else:
+            raw = pd.read_parquet(path)
+            first_row = 1
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TableError(f"{path}: cannot be read as a {path.suffix[1:]} table: {first}") from err
     missing = [c for c in PROSPECTUS_COLUMNS if c not in raw.columns]
     if missing:
         raise TableError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
@@ -85,6 +91,21 @@ def read_prospectus(path: str | Path) -> pd.DataFrame:
             f"({first.firm_id!r}, {first.section!r}); each firm has at most one row per section"
         )
     return table
+
+
+def check_coverage(prospectus: pd.DataFrame, split: pd.DataFrame, source: str | Path, split_source: str | Path) -> int:
+    """Fail before any extraction when the prospectus and the split do not name the same firms: the text
+    model (fallback embedder, PCA) is fitted on training firms' texts and needs at least two. Returns how
+    many prospectus firms the split does not list (they are embedded and marked `unlisted`)."""
+    train = set(split.loc[split["split"] == "train", "firm_id"])
+    firms = set(prospectus["firm_id"])
+    usable = set(prospectus.loc[prospectus["status"] == "ok", "firm_id"]) & train
+    if len(usable) < 2:
+        example = f" (e.g. prospectus {sorted(firms)[0]!r}, split {sorted(train)[0]!r})" if firms and train else ""
+        raise TableError(f"{source}: {len(usable)} of its {len(firms)} firms are training firms of {split_source} with "
+                         f"readable text{example}; the text model is fitted on training firms and needs at least 2 "
+                         f"(is the split from this input folder?)")
+    return len(firms - set(split["firm_id"]))
 
 
 def read_split(manifest: str | Path) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from ray import tune
 
-from emdlot.config import ConfigError
+from emdlot.config import ConfigError, describe_yaml_error
 from emdlot.training.config import EMDLOTConfig
 
 DEFAULT_SPACE = files("emdlot") / "configs" / "tune_space.yaml"
@@ -40,7 +40,7 @@ def read_space(path: str | Path | None = None) -> dict[str, dict[str, list]]:
     except FileNotFoundError:
         raise ConfigError(f"search space file not found: {path}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(describe_yaml_error(path, err)) from None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path}: expected a mapping of hyperparameter -> {{kind: arguments}}")
     known = set(EMDLOTConfig().model.model_dump()) | set(EMDLOTConfig().train.model_dump())
