@@ -83,7 +83,7 @@ def test_same_seed_is_bit_identical_and_another_seed_differs(runs):
 def test_best_epoch_weights_are_restored_and_patience_is_respected(runs):
     for result in runs:
         history = result.history
-        _, score = evaluate(result.model, to_batch(VAL), 64, CONFIG.train.score_weights)
+        _, score, _ = evaluate(result.model, to_batch(VAL), 64, CONFIG.train.score_weights)
         assert score == pytest.approx(history.best_score, abs=1e-12)
         assert history.epochs[history.best_epoch - 1].val_score == history.best_score
         assert max(e.val_score for e in history.epochs) == history.best_score

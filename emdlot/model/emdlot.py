@@ -85,6 +85,14 @@ class EMDLOT(nn.Module):
         else:
             self.head = SingleHead(hidden, config.head_width, num_classes, config.dropout)
 
+    @classmethod
+    def from_weights(cls, config: ModelConfig, weights: dict, num_features: int, num_sections: int = len(SECTIONS),
+                     text_dim: int = TEXT_DIMS) -> "EMDLOT":
+        """A fitted model for inference: built for these shapes, holding `weights` (tensors or arrays), in eval mode."""
+        model = cls(config, num_features=num_features, num_sections=num_sections, text_dim=text_dim)
+        model.load_state_dict({k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
+        return model.eval()
+
     @property
     def centroids(self) -> nn.Parameter | None:
         return self.head.centroids if isinstance(self.head, SoftClustering) else None

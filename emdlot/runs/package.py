@@ -28,7 +28,7 @@ from emdlot.data.scoring import scoring_arrays
 from emdlot.data.transforms import load_pipeline
 from emdlot.data.arrays import SequenceArrays
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
+from emdlot.schema import CLASSES
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import interpret
 
@@ -61,9 +61,7 @@ class Scorer:
         self.meta = read_meta(folder)
         self.config = EMDLOTConfig.model_validate_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         self.pipeline = load_pipeline(folder / TRANSFORMS_FILE)
-        self.model = EMDLOT(self.config.model, num_features=len(self.meta.feature_names), num_sections=len(SECTIONS), text_dim=TEXT_DIMS)
-        self.model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-        self.model.eval()
+        self.model = EMDLOT.from_weights(self.config.model, load_file(str(folder / WEIGHTS_FILE)), len(self.meta.feature_names))
         self.text_model = folder / TEXT_MODEL_FILE if (folder / TEXT_MODEL_FILE).exists() else None
 
     def interpret(self, rows: pd.DataFrame, text_features: pd.DataFrame | None = None) -> tuple[SequenceArrays, Interpretation]:

@@ -77,9 +77,7 @@ def train_loop(loop_config: dict) -> dict:
 
 def rebuild(config: EMDLOTConfig, like: SequenceArrays, weights: dict[str, np.ndarray]) -> EMDLOT:
     """An EMDLOT of `config` for arrays shaped like `like`, holding `weights`, in eval mode."""
-    model = EMDLOT(config.model, num_features=like.X.shape[2], num_sections=like.text.shape[1], text_dim=like.text.shape[2])
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
-    return model.eval()
+    return EMDLOT.from_weights(config.model, weights, like.X.shape[2], like.text.shape[1], like.text.shape[2])
 
 
 def fit_on_ray(parts_ref: ray.ObjectRef, like: SequenceArrays, config: EMDLOTConfig, seed: int, name: str,

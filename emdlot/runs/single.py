@@ -13,11 +13,11 @@ from typing import Callable, Literal
 import numpy as np
 
 from emdlot.data.arrays import SequenceArrays
-from emdlot.evaluation.metrics import ClassificationMetrics, classification_metrics, composite_score
+from emdlot.evaluation.metrics import ClassificationMetrics
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.training.config import EMDLOTConfig
-from emdlot.training.loop import FitResult, fit, interpret, predict_proba
+from emdlot.training.loop import FitResult, evaluate, fit, interpret
 from emdlot.training.state import EpochRecord, FitState, History
 
 RUN_STATE_FILE = "run_state.json"
@@ -49,9 +49,8 @@ class RunResult:
 
 def score(model: EMDLOT, arrays: SequenceArrays, config: EMDLOTConfig) -> tuple[ClassificationMetrics, float, np.ndarray]:
     """Metrics, composite score and class probabilities of a fitted model on labelled firms."""
-    proba = predict_proba(model, to_batch(arrays, device=config.train.device), config.train.eval_batch_size)
-    metrics = classification_metrics(arrays.y, proba)
-    return metrics, composite_score(metrics, config.train.score_weights), proba
+    return evaluate(model, to_batch(arrays, device=config.train.device), config.train.eval_batch_size,
+                    config.train.score_weights)
 
 
 @dataclass

@@ -61,10 +61,11 @@ def interpret(model: EMDLOT, arrays: SequenceArrays, batch_size: int = 256, devi
     return Interpretation(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in Interpretation.__dataclass_fields__})
 
 
-def evaluate(model: EMDLOT, batch: Batch, batch_size: int, weights: CompositeWeights) -> tuple[ClassificationMetrics, float]:
-    """Metrics and composite score of the model on labelled rows."""
-    metrics = classification_metrics(batch["y"].cpu().numpy(), predict_proba(model, batch, batch_size))
-    return metrics, composite_score(metrics, weights)
+def evaluate(model: EMDLOT, batch: Batch, batch_size: int, weights: CompositeWeights) -> tuple[ClassificationMetrics, float, np.ndarray]:
+    """Metrics, composite score and class probabilities of the model on labelled rows."""
+    proba = predict_proba(model, batch, batch_size)
+    metrics = classification_metrics(batch["y"].cpu().numpy(), proba)
+    return metrics, composite_score(metrics, weights), proba
 
 
 def stopping_score(metrics: ClassificationMetrics, composite: float, rule: str) -> float:
@@ -148,7 +149,7 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
                 break
             epoch_start = time.perf_counter()
             losses = _train_one_epoch(model, optimizer, train_batch, config, generator)
-            metrics, composite = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
+            metrics, composite, _ = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
             score = stopping_score(metrics, composite, cfg.early_stopping)
             record = EpochRecord(epoch=epoch, **losses, val_metrics=metrics.as_dict(), val_score=composite,
                                  stop_score=score, seconds=time.perf_counter() - epoch_start)
