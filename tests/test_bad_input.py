@@ -452,3 +452,15 @@ def test_train_on_a_folder_that_breaks_the_contract_is_one_line_per_violation_an
     assert_clean(status, out, err, ("train: error: panel.csv, row 7, column 'date'", "train: error: labels.csv, row 6, column 'label'"), 2)
     runs = mlflow.MlflowClient(uri).search_runs([mlflow.MlflowClient(uri).get_experiment_by_name("emdlot-train").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--batch-firms", "0"], ("--batch-firms must be at least 1",)),
+    (["--as-of", "end of 2024"], ("--as-of 'end of 2024': not a date",)),
+    (["--out", "{tmp}/scores.xlsx"], ("--out", "scores.xlsx", "must end in .csv or .parquet")),
+])
+def test_predict_arguments_are_checked_before_the_model_is_loaded(small_csv, tmp_path, capsys, extra, expect):
+    argv = ["--model", "models:/emdlot/1", "--input", small_csv, "--out", tmp_path / "s.csv",
+            "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"] + [a.format(tmp=tmp_path) for a in extra]
+    assert_clean(*run_flow("predict", argv, capsys), expect, 2)
+    assert not (tmp_path / "m.db").exists()  # refused before MLflow or the model was touched

@@ -91,3 +91,14 @@ def test_each_cluster_head_reads_its_own_centroid():
     changed = heads(z, moved)
     torch.testing.assert_close(changed[:, [0, 2]], out[:, [0, 2]])
     assert not torch.allclose(changed[:, 1], out[:, 1])
+
+
+def test_focal_loss_is_cross_entropy_at_gamma_zero_and_down_weights_rows_already_right():
+    log_probs = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]]))
+    y = torch.tensor([0, 2, 2])
+    assert classification_loss(log_probs, y, 0.0).item() == pytest.approx(classification_loss(log_probs, y).item())
+    by_hand = -sum((1 - p) ** 2 * math.log(p) for p in (0.9, 0.3, 0.8)) / 3
+    assert classification_loss(log_probs, y, 2.0).item() == pytest.approx(by_hand, rel=1e-6)
+    easy = classification_loss(log_probs[:1], y[:1], 2.0) / classification_loss(log_probs[:1], y[:1])
+    hard = classification_loss(log_probs[1:2], y[1:2], 2.0) / classification_loss(log_probs[1:2], y[1:2])
+    assert easy.item() == pytest.approx(0.01, rel=1e-5) and hard.item() == pytest.approx(0.49, rel=1e-5)

@@ -186,6 +186,22 @@ def test_loaded_transforms_are_deterministic_also_from_files_written_before_the_
     np.testing.assert_array_equal(_assert_deterministic_and_row_independent(reloaded, rows), expected)
 
 
+def test_quantile_scaling_maps_each_training_feature_to_a_standard_normal_and_round_trips(tmp_path):
+    """scaling: quantile (not the default): ranks, as a tree sees them; a heavy tail cannot stretch the scale."""
+    rows = _heavy_tailed_rows()
+    standard = feature_pipeline(PrepareConfig()).fit(rows)
+    quantile = feature_pipeline(PrepareConfig(scaling="quantile")).fit(rows)
+    assert "standardise" in standard.named_steps and "quantile" in quantile.named_steps
+    out = quantile.transform(rows)
+    assert np.abs(np.median(out, axis=0)).max() < 0.1 and np.abs(out).max() < 5.3  # N(0, 1) quantiles, clipped
+    ranks = lambda a: np.argsort(np.argsort(a, axis=0), axis=0)
+    observed = ~np.isnan(rows).any(axis=1)
+    assert (np.abs(ranks(out[observed]) - ranks(standard.transform(rows)[observed])) <= 1).mean() > 0.95  # same order
+    save_pipeline(quantile, tmp_path / "q.skops")
+    np.testing.assert_array_equal(_assert_deterministic_and_row_independent(load_pipeline(tmp_path / "q.skops"), rows),
+                                  quantile.transform(_probe(rows)[0]))
+
+
 def test_prepared_sequences_equal_each_firm_transformed_alone(small_csv, tmp_path):
     """prepare transforms every firm in one batch; a scorer transforms one firm: the same numbers."""
     cfg = PrepareConfig(val_fraction=0.0)

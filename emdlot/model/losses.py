@@ -5,6 +5,13 @@
 L_dist = 1 - H(mean_batch pi) / log K is 0 when the batch uses all clusters equally and 1
 when it uses one; L_sep = 1 / mean_{k<l} ||c_k - c_l|| falls as centroids move apart.
 With one cluster (or no clustering) both terms are 0.
+
+Not in the paper: the CE term may be the focal loss (Lin et al. 2017),
+
+    FL = -(1 - p_y)^gamma * log p_y,
+
+which is CE at gamma = 0 and, for gamma > 0, down-weights rows the model already gets right, such as the
+many near copies SMOTE makes of each minority firm once they are learned.
 """
 from __future__ import annotations
 
@@ -23,9 +30,13 @@ class LossTerms:
     separation: torch.Tensor  # L_sep, unweighted
 
 
-def classification_loss(log_probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the mixture's class probabilities (given as logs) against labels."""
-    return F.nll_loss(log_probs, y)
+def classification_loss(log_probs: torch.Tensor, y: torch.Tensor, focal_gamma: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy of the mixture's class probabilities (given as logs) against labels; with
+    `focal_gamma` > 0 each row's term is scaled by (1 - p_y)^gamma (the focal loss)."""
+    if focal_gamma == 0.0:
+        return F.nll_loss(log_probs, y)
+    log_p = log_probs.gather(1, y[:, None]).squeeze(1)
+    return -((1.0 - log_p.exp()).clamp_min(0.0).pow(focal_gamma) * log_p).mean()
 
 
 def distribution_loss(pi: torch.Tensor) -> torch.Tensor:
@@ -46,9 +57,9 @@ def separation_loss(centroids: torch.Tensor) -> torch.Tensor:
 
 
 def emdlot_loss(log_probs: torch.Tensor, y: torch.Tensor, pi: torch.Tensor, centroids: torch.Tensor | None,
-                dist_loss_weight: float, cluster_loss_weight: float) -> LossTerms:
+                dist_loss_weight: float, cluster_loss_weight: float, focal_gamma: float = 0.0) -> LossTerms:
     """All three terms and their weighted sum; `centroids` is None for the one-head ablation."""
-    ce = classification_loss(log_probs, y)
+    ce = classification_loss(log_probs, y, focal_gamma)
     dist = distribution_loss(pi)
     sep = separation_loss(centroids) if centroids is not None else ce.new_zeros(())
     return LossTerms(total=ce + dist_loss_weight * dist + cluster_loss_weight * sep, cross_entropy=ce, distribution=dist, separation=sep)

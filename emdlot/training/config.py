@@ -43,6 +43,8 @@ class TrainConfig(StrictModel):
     # the training and validation firms together (SMOTE'd together) for the best epoch count, and keep that
     # one: the few minority firms held out for early stopping are then learned from too.
     refit_on_val: bool = False
+    # Not in the paper: focal loss in place of the CE term (0: plain cross-entropy, the paper).
+    focal_gamma: float = Field(0.0, ge=0.0)
     # Early stopping counts an epoch as better only if it beats the best score by more than this.
     min_improvement: float = Field(0.0, ge=0.0)
     eval_batch_size: int = Field(256, ge=1)  # validation / prediction batches (no effect on results)

@@ -94,7 +94,8 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
     for index in shuffled_batches(batch_size_of(train), cfg.batch_size, generator):
         rows = take(train, index)
         out = model(rows)
-        terms = emdlot_loss(out.log_probs, rows["y"], out.pi, model.centroids, cfg.dist_loss_weight, cfg.cluster_loss_weight)
+        terms = emdlot_loss(out.log_probs, rows["y"], out.pi, model.centroids, cfg.dist_loss_weight, cfg.cluster_loss_weight,
+                            cfg.focal_gamma)
         optimizer.zero_grad()
         terms.total.backward()
         if cfg.grad_clip_norm is not None:
