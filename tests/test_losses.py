@@ -102,3 +102,18 @@ def test_focal_loss_is_cross_entropy_at_gamma_zero_and_down_weights_rows_already
     easy = classification_loss(log_probs[:1], y[:1], 2.0) / classification_loss(log_probs[:1], y[:1])
     hard = classification_loss(log_probs[1:2], y[1:2], 2.0) / classification_loss(log_probs[1:2], y[1:2])
     assert easy.item() == pytest.approx(0.01, rel=1e-5) and hard.item() == pytest.approx(0.49, rel=1e-5)
+
+
+def test_class_weights_make_a_rare_class_count_as_much_as_a_common_one():
+    from emdlot.model.losses import balancing_weights
+
+    y = torch.tensor([0] * 8 + [1] * 2 + [2] * 0)
+    w = balancing_weights(y, 3)
+    assert w.tolist() == pytest.approx([10 / 24, 10 / 6, 0.0])
+    # weighted CE over imbalanced rows equals plain CE over the same rows duplicated to balance
+    log_probs = torch.log_softmax(torch.randn(10, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    balanced = torch.cat([torch.arange(8), torch.tensor([8, 9] * 4)])
+    for gamma in (0.0, 2.0):
+        weighted = classification_loss(log_probs, y, gamma, w)
+        duplicated = classification_loss(log_probs[balanced], y[balanced], gamma)
+        assert weighted.item() == pytest.approx(duplicated.item(), rel=1e-6)

@@ -30,13 +30,25 @@ class LossTerms:
     separation: torch.Tensor  # L_sep, unweighted
 
 
-def classification_loss(log_probs: torch.Tensor, y: torch.Tensor, focal_gamma: float = 0.0) -> torch.Tensor:
+def classification_loss(log_probs: torch.Tensor, y: torch.Tensor, focal_gamma: float = 0.0,
+                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of the mixture's class probabilities (given as logs) against labels; with
-    `focal_gamma` > 0 each row's term is scaled by (1 - p_y)^gamma (the focal loss)."""
+    `focal_gamma` > 0 each row's term is scaled by (1 - p_y)^gamma (the focal loss). With `class_weights`
+    (K,) the mean is weighted by each row's class weight, as `F.nll_loss(weight=...)` does."""
     if focal_gamma == 0.0:
-        return F.nll_loss(log_probs, y)
+        return F.nll_loss(log_probs, y, weight=class_weights)
     log_p = log_probs.gather(1, y[:, None]).squeeze(1)
-    return -((1.0 - log_p.exp()).clamp_min(0.0).pow(focal_gamma) * log_p).mean()
+    terms = -(1.0 - log_p.exp()).clamp_min(0.0).pow(focal_gamma) * log_p
+    if class_weights is None:
+        return terms.mean()
+    w = class_weights[y]
+    return (w * terms).sum() / w.sum()
+
+
+def balancing_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """n / (K n_c) per class c of the labels `y` (a class with no row gets weight 0)."""
+    counts = torch.bincount(y, minlength=num_classes).to(torch.float32)
+    return torch.where(counts > 0, len(y) / (num_classes * counts.clamp_min(1.0)), torch.zeros_like(counts))
 
 
 def distribution_loss(pi: torch.Tensor) -> torch.Tensor:
@@ -57,9 +69,10 @@ def separation_loss(centroids: torch.Tensor) -> torch.Tensor:
 
 
 def emdlot_loss(log_probs: torch.Tensor, y: torch.Tensor, pi: torch.Tensor, centroids: torch.Tensor | None,
-                dist_loss_weight: float, cluster_loss_weight: float, focal_gamma: float = 0.0) -> LossTerms:
+                dist_loss_weight: float, cluster_loss_weight: float, focal_gamma: float = 0.0,
+                class_weights: torch.Tensor | None = None) -> LossTerms:
     """All three terms and their weighted sum; `centroids` is None for the one-head ablation."""
-    ce = classification_loss(log_probs, y, focal_gamma)
+    ce = classification_loss(log_probs, y, focal_gamma, class_weights)
     dist = distribution_loss(pi)
     sep = separation_loss(centroids) if centroids is not None else ce.new_zeros(())
     return LossTerms(total=ce + dist_loss_weight * dist + cluster_loss_weight * sep, cross_entropy=ce, distribution=dist, separation=sep)

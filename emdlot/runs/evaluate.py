@@ -76,7 +76,9 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
         macro_columns = [meta.feature_names.index(c) for c in meta.macro_features]
         configs = {"EMDLOT": spec.config} | {name: spec.config.ablation(name) for name in spec.protocol.ablations}
         test = parts["test"]
-        runs = chain(emdlot_runs(configs, parts, split, spec.train, spec.protocol,
+        own = parts if spec.config.train.balance == "smote" else assemble(  # EMDLOT on the real firms, weighted
+            dataset, text, balance=False, with_train_val=spec.config.train.refit_on_val)
+        runs = chain(emdlot_runs(configs, own, split, spec.train, spec.protocol,
                                  run_name=lambda m, s: f"{spec.run_prefix}{m}-split{split}-seed{s}"),
                      baseline_runs(parts, split, macro_columns, spec.protocol))
         for outcome in runs:

@@ -43,6 +43,10 @@ class TrainConfig(StrictModel):
     # the training and validation firms together (SMOTE'd together) for the best epoch count, and keep that
     # one: the few minority firms held out for early stopping are then learned from too.
     refit_on_val: bool = False
+    # How the rare classes get their weight: "smote" (the paper: training firms SMOTE'd to 1:1:1) or
+    # "class_weight" (not in the paper: the real training firms only, each class's loss terms weighted by
+    # n / (K n_c), so a minority firm counts as much as SMOTE's copies of it would, without the copies).
+    balance: Literal["smote", "class_weight"] = "smote"
     # Not in the paper: focal loss in place of the CE term (0: plain cross-entropy, the paper).
     focal_gamma: float = Field(0.0, ge=0.0)
     # Early stopping counts an epoch as better only if it beats the best score by more than this.

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from emdlot.model.batch import Batch, batch_size_of, eval_in_chunks, shuffled_batches, take
 from emdlot.model.clustering import SingleHead, SoftClustering
+from emdlot.model.losses import balancing_weights
 from emdlot.training.config import TrainConfig
 from emdlot.model.emdlot import EMDLOT
 from emdlot.schema import CLASSES
@@ -48,12 +49,13 @@ def warm_up_encoder(model: EMDLOT, train: Batch, config: TrainConfig, generator:
     optimizer = config.optimizer(params)
     model.train()
     losses = []
+    weights = balancing_weights(train["y"], len(CLASSES)) if config.balance == "class_weight" else None
     for _ in tqdm(range(config.warmup_epochs), desc="warm-up", unit="epoch", disable=not config.progress, leave=False):
         total, count = 0.0, 0
         for index in shuffled_batches(batch_size_of(train), config.batch_size, generator):
             rows = take(train, index)
             z = model.encode(rows).z
-            loss = F.nll_loss(plain_head(model.dropout(z)).log_probs, rows["y"])
+            loss = F.nll_loss(plain_head(model.dropout(z)).log_probs, rows["y"], weight=weights)
             optimizer.zero_grad()
             loss.backward()
             if config.grad_clip_norm is not None:

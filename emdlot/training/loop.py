@@ -22,7 +22,7 @@ from emdlot.evaluation.metrics import ClassificationMetrics, CompositeWeights, c
 from emdlot.model.batch import Batch, batch_size_of, eval_in_chunks, shuffled_batches, take, to_batch
 from emdlot.training.config import EMDLOTConfig
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.model.losses import emdlot_loss
+from emdlot.model.losses import balancing_weights, emdlot_loss
 from emdlot.schema import CLASSES
 from emdlot.training.init import initialise_clusters
 from emdlot.training.state import EpochRecord, FitState, History
@@ -91,11 +91,12 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
     model.train()
     cfg = config.train
     sums = {"train_loss": 0.0, "train_cross_entropy": 0.0, "train_distribution": 0.0, "train_separation": 0.0}
+    weights = balancing_weights(train["y"], len(CLASSES)) if cfg.balance == "class_weight" else None
     for index in shuffled_batches(batch_size_of(train), cfg.batch_size, generator):
         rows = take(train, index)
         out = model(rows)
         terms = emdlot_loss(out.log_probs, rows["y"], out.pi, model.centroids, cfg.dist_loss_weight, cfg.cluster_loss_weight,
-                            cfg.focal_gamma)
+                            cfg.focal_gamma, weights)
         optimizer.zero_grad()
         terms.total.backward()
         if cfg.grad_clip_norm is not None:

@@ -56,7 +56,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         state["max_epochs"] = config.train.max_epochs
         for key, value in flatten(config.model_dump() | {"seed": ctx.seed}).items():
             client.log_param(run_id, key, value)
-        parts = assemble(ctx.dataset, ctx.text_features)
+        parts = assemble(ctx.dataset, ctx.text_features, balance=config.train.balance == "smote")
         parts.pop("test")  # tuning never sees the test firms
         best = float("-inf")
 
