@@ -22,6 +22,14 @@ class ConfigError(ValueError):
     """A settings file that cannot be used; the message names the file."""
 
 
+def check_at_least(options: list[tuple[str, int | None, int]]) -> None:
+    """(option, value, least) of command-line numbers: a ConfigError for the first value below its least
+    (None: the option was not given)."""
+    for option, value, least in options:
+        if value is not None and value < least:
+            raise ConfigError(f"{option} must be at least {least} (got {value})")
+
+
 def describe_yaml_error(path: str | Path, err: yaml.YAMLError) -> str:
     """One line: file, line and column of a YAML syntax error, and what the parser expected."""
     mark = getattr(err, "problem_mark", None)

@@ -64,12 +64,13 @@ def build_config(args: argparse.Namespace):
 
 
 def read_split_table(args: argparse.Namespace):
+    """The split and the file it came from."""
     if args.train_firms:
-        return read_firm_list(args.train_firms)
+        return read_firm_list(args.train_firms), args.train_firms
     manifest = args.manifest or args.data / "manifest.csv"
     if not manifest.exists():
         raise TableError(f"no split: {manifest} does not exist; give --manifest PATH or --train-firms FILE")
-    return read_split(manifest)
+    return read_split(manifest), manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args)
         source = find_prospectus(args.data)
         prospectus = read_prospectus(source)
-        split = read_split_table(args)
-        unlisted = check_coverage(prospectus, split, source, args.train_firms or args.manifest or args.data / "manifest.csv")
+        split, split_source = read_split_table(args)
+        unlisted = check_coverage(prospectus, split, source, split_source)
     except (TableError, ValueError, FileNotFoundError) as err:
         print(f"embed: error: {err}", file=sys.stderr)
         return 2

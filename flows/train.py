@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 
 
 from emdlot import tracking  # noqa: E402
-from emdlot.config import ConfigError, PrepareConfig, load_config  # noqa: E402
+from emdlot.config import ConfigError, PrepareConfig, check_at_least, load_config  # noqa: E402
 from emdlot.data.assemble import META_FILE, AssemblyError  # noqa: E402
 from emdlot.data.contract import ContractError, load_inputs  # noqa: E402
 from emdlot.data.io import TableError  # noqa: E402
@@ -85,10 +85,8 @@ def check_args(args: argparse.Namespace):
         raise ConfigError(f"--splits must be 1..{len(PAPER_SEEDS)}")
     if not 1 <= args.seeds <= args.max_seeds:
         raise ConfigError("--seeds must be at least 1 and at most --max-seeds")
-    for option, value, least in (("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0),
-                                 ("--n-boot", args.n_boot, 10)):
-        if value < least:
-            raise ConfigError(f"{option} must be at least {least} (got {value})")
+    check_at_least([("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0),
+                    ("--n-boot", args.n_boot, 10)])
     names = [] if args.baselines == "none" else list(BASELINES) if args.baselines == "all" else [n.strip() for n in args.baselines.split(",")]
     unknown = [n for n in names if n not in BASELINES]
     if unknown:

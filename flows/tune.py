@@ -27,7 +27,7 @@ import yaml  # noqa: E402
 
 from emdlot import tracking  # noqa: E402
 from emdlot.ray_init import init_ray  # noqa: E402
-from emdlot.config import ConfigError  # noqa: E402
+from emdlot.config import ConfigError, check_at_least  # noqa: E402
 from emdlot.data.assemble import META_FILE  # noqa: E402
 from emdlot.training.config import load_emdlot_config  # noqa: E402
 from emdlot.tuning.search import SearchSettings, best_config, build_tuner, restore_tuner, study_of, trials_frame  # noqa: E402
@@ -64,10 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         data = args.data.resolve()
-        for option, value, least in (("--trials", args.trials, 1), ("--max-concurrent", args.max_concurrent, 1),
-                                     ("--grace-epochs", args.grace_epochs, 1), ("--max-epochs", args.max_epochs or 1, 1)):
-            if value < least:
-                raise ConfigError(f"{option} must be at least {least} (got {value})")
+        check_at_least([("--trials", args.trials, 1), ("--max-concurrent", args.max_concurrent, 1),
+                        ("--grace-epochs", args.grace_epochs, 1), ("--max-epochs", args.max_epochs, 1)])
         if not (data / META_FILE).exists():
             raise ConfigError(f"--data {data}: not a prepared dataset (no {META_FILE}); run `emdlot prepare` first")
         if args.text_features and not args.text_features.exists():

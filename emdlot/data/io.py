@@ -66,13 +66,22 @@ def read_table(path: Path) -> pd.DataFrame:
             frame.columns = pd.Index(names, dtype=object)
             frame = frame.replace(list(MISSING_TOKENS), None)
             return frame
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
+    except READ_ERRORS as err:
         if isinstance(err, TableError):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TableError(f"{path.name}: cannot be read as a {path.suffix[1:]} table: {first}") from err
+        raise unreadable(path.name, path, err) from err
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame
+
+
+# What pandas raises for a file it cannot read as a table.
+READ_ERRORS = (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError)
+
+
+def unreadable(shown: str | Path, path: Path, err: BaseException) -> TableError:
+    """One line for a table file pandas could not read: the file as `shown`, its kind, the first line of why."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return TableError(f"{shown}: cannot be read as a {path.suffix[1:]} table: {first}")
 
 
 def _check_header(path: Path, names: list[str]) -> None:

@@ -63,7 +63,11 @@ def build_manifest(tables: InputTables, kept: pd.DataFrame, events: pd.DataFrame
         for firm, cutoff, source, event in manifest.loc[empty, ["firm_id", "cutoff", "event_source", "event_date"]].itertuples(index=False)
     ]
     usable = manifest.loc[~empty, ["firm_id", "label"]]
-    manifest.loc[~empty, "split"] = manifest.loc[~empty, "firm_id"].map(split_firms(usable, cfg)).to_numpy()
+    try:
+        split = split_firms(usable, cfg)
+    except SplitError as err:  # the manifest is not written then: say which firms were rejected, and why
+        raise SplitError(f"{err}{_listed(manifest[empty])}") from None
+    manifest.loc[~empty, "split"] = manifest.loc[~empty, "firm_id"].map(split).to_numpy()
     return manifest
 
 
@@ -100,20 +104,6 @@ def _listed(rejected: pd.DataFrame, shown: int = 3) -> str:
     return f" ({len(rejected)} firm(s) were rejected before the split: {items}{more})"
 
 
-def _rejected_summary(tables: InputTables, kept: pd.DataFrame, events: pd.DataFrame, cfg: PrepareConfig) -> str:
-    """The rejected firms behind a split that cannot be made (the manifest is not written then)."""
-    listed = tables.labels[["firm_id", "label"]].merge(events, on="firm_id", how="left")
-    listed = listed[~listed["firm_id"].isin(set(kept["firm_id"]))]
-    if listed.empty:
-        return ""
-    span = tables.panel.groupby("firm_id")["date"].agg(["min", "max"])
-    listed = listed.assign(reason=[
-        "no row in the panel" if f not in span.index else
-        f"rows {span.loc[f, 'min']:%Y-%m-%d} to {span.loc[f, 'max']:%Y-%m-%d}, window from {e:%Y-%m-%d} ({s})"
-        for f, e, s in listed[["firm_id", "event_date", "event_source"]].itertuples(index=False)])
-    return _listed(listed)
-
-
 class PrepareError(ConfigError):
     """An --out that cannot hold a dataset (a one-line error in the CLI)."""
 
@@ -148,10 +138,7 @@ def _prepare_into(input_dir: str | Path, out: Path, cfg: PrepareConfig, text_fea
 
     events = event_dates(tables.panel, tables.labels, cfg.exclusion_months, cfg.performing_cutoff, cfg.seed)
     kept = keep_last(exclude_lookahead(tables.panel, tables.labels, cfg.exclusion_months, events), cfg.max_len)
-    try:
-        manifest = build_manifest(tables, kept, events, cfg)
-    except SplitError as err:
-        raise SplitError(f"{err}{_rejected_summary(tables, kept, events, cfg)}") from None
+    manifest = build_manifest(tables, kept, events, cfg)
     manifest.to_csv(out / MANIFEST_FILE, index=False)
     split = manifest.set_index("firm_id")["split"]
     log.info("split: %s", manifest["split"].value_counts().to_dict())

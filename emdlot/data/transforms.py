@@ -1,4 +1,5 @@
-"""Feature transforms fitted on training firms only: signed log1p, iterative imputation, standardisation.
+"""Feature transforms fitted on training firms only: signed log1p, iterative imputation, standardisation
+(or, as a setting, quantile scaling).
 
 Order matters: the heavy tails (Table A.3 has values like 45,236,383) are compressed first so the
 imputation regressions are not dominated by outliers. The imputer is fitted as multiple imputation

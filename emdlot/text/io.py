@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from emdlot.data.io import TableError, find_table
+from emdlot.data.io import READ_ERRORS, TableError, find_table, unreadable
 from emdlot.schema import PROSPECTUS, SECTIONS
 
 PROSPECTUS_COLUMNS = ("firm_id", "section", "text")
@@ -65,9 +65,8 @@ def read_prospectus(path: str | Path) -> pd.DataFrame:
         else:
             raw = pd.read_parquet(path)
             first_row = 1
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TableError(f"{path}: cannot be read as a {path.suffix[1:]} table: {first}") from err
+    except READ_ERRORS as err:
+        raise unreadable(path, path, err) from err
     missing = [c for c in PROSPECTUS_COLUMNS if c not in raw.columns]
     if missing:
         raise TableError(f"{path}: missing column(s) {missing}; found {list(raw.columns)}")
