@@ -23,7 +23,8 @@ from emdlot.data.prepare import prepare
 from emdlot.runs.evaluate import EvaluationSpec, evaluate
 from emdlot.runs.protocol import ProtocolSettings
 from emdlot.runs.ray_train import TrainSettings
-from emdlot.scoring.predict import describe_counts, predict_folder, write_predictions
+from emdlot.data.io import write_table
+from emdlot.scoring.predict import describe_counts, predict_folder
 from emdlot.synth import generate, write_dataset
 from emdlot.text.config import load_embed_config
 from emdlot.text.io import find_prospectus, read_prospectus, read_split
@@ -124,7 +125,7 @@ def run_demo(out: Path, firms: int | None = None, seed: int = 86, quick: bool = 
         t = _step(f"predict: score the {size.holdout_firms} new issuers with {result.model_uri}")
         with tracking.mlflow_run("emdlot-predict", run_name="demo-holdout", uri=uri, tags={"flow": "predict", "demo": "true"}):
             frame, counts = predict_folder(result.model_uri, holdout_dir, None, uri)
-            write_predictions(frame, out / "holdout_scores.csv")
+            write_table(frame, out / "holdout_scores.csv")
             tracking.log_files(out / "holdout_scores.csv", artifact_path="predictions")
         print(f"[demo]   {describe_counts(counts)} -> {out / 'holdout_scores.csv'}", flush=True)
         _done(t)

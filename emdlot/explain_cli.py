@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from emdlot.evaluation.explain import InterpretedRun, explain_firm, load_extractions
-from emdlot.schema import CLASSES
-
-SECTION_LABELS = {"important_notice": "Important Notice", "risk_factors": "Risk Factors"}
+from emdlot.schema import CLASSES, SECTION_LABELS
 
 
 def format_explanation(e: dict) -> str:

@@ -5,6 +5,10 @@ CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
 DISTRESSED: frozenset[str] = frozenset({"Extended", "Defaulted"})
 
 SECTIONS: tuple[str, ...] = ("important_notice", "risk_factors")
+SECTION_LABELS: dict[str, str] = {"important_notice": "Important Notice", "risk_factors": "Risk Factors"}
+
+# Scores of the three classes as output columns (predictions, packaged model, scored folders).
+PROBABILITY_COLUMNS: list[str] = [f"p_{c}" for c in CLASSES]
 
 # Table files of an input folder (DESIGN.md section 2); each may be .parquet or .csv.
 PANEL, MACRO, PROSPECTUS, LABELS = "panel", "macro", "prospectus", "labels"

@@ -16,7 +16,6 @@ experiment emdlot-predict. Bad input: one line (each contract violation on its o
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,12 +23,11 @@ from pathlib import Path
 import pandas as pd
 
 from emdlot import tracking
-from emdlot.data.io import TableError
+from emdlot.data.io import TableError, check_table_path, write_table
 from emdlot.data.scoring import ScoringInputError
 from emdlot.ray_init import init_ray
 from emdlot.scoring.model import ModelLoadError
-from emdlot.scoring.predict import (DEFAULT_BATCH_FIRMS, OUTPUT_SUFFIXES, InputError, describe_counts, predict_folder,
-                                    write_predictions)
+from emdlot.scoring.predict import DEFAULT_BATCH_FIRMS, InputError, describe_counts, predict_folder
 from emdlot.scoring.text import TextModelError
 
 EXPERIMENT = "emdlot-predict"
@@ -52,14 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_args(args: argparse.Namespace) -> pd.Timestamp | None:
     """What can be wrong before any work; returns the as-of date."""
-    if args.out.suffix not in OUTPUT_SUFFIXES:
-        raise InputError(f"--out {args.out}: the output must end in .csv or .parquet")
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"--out {args.out}: its folder cannot be made: {err.strerror or err}") from None
-    if not os.access(args.out.parent, os.W_OK) or args.out.is_dir():
-        raise InputError(f"--out {args.out}: cannot be written")
+    check_table_path(args.out, "--out")
     if not args.input.is_dir():
         raise InputError(f"--input {args.input}: no such folder")
     if args.batch_firms < 1:
@@ -78,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         as_of = check_args(args)
         uri = tracking.tracking_uri(args.tracking_uri)
         tracking.check_tracking(uri)
-    except (InputError, tracking.TrackingError) as err:
+    except (InputError, TableError, tracking.TrackingError) as err:
         return fail(err)
     input_dir, out = args.input.resolve(), args.out.resolve()
     started = time.perf_counter()
@@ -103,7 +94,7 @@ def predict(args: argparse.Namespace, input_dir: Path, out: Path, as_of: pd.Time
     frame, counts = predict_folder(args.model, input_dir, as_of, uri, args.batch_firms,
                                    start_ray=lambda: init_ray(args.ray_address, args.num_cpus))
     try:
-        write_predictions(frame, out)
+        write_table(frame, out)
     except OSError as err:
         raise InputError(f"--out {out}: cannot be written: {err.strerror or err}") from None
     return counts

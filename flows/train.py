@@ -32,7 +32,7 @@ from emdlot.data.io import TableError  # noqa: E402
 from emdlot.data.split import SplitError  # noqa: E402
 from emdlot.ray_init import init_ray  # noqa: E402
 from emdlot.runs.evaluate import EvaluationSpec, evaluate  # noqa: E402
-from emdlot.runs.protocol import PAPER_SEEDS, ProtocolSettings  # noqa: E402
+from emdlot.runs.protocol import ABLATIONS, PAPER_SEEDS, ProtocolSettings  # noqa: E402
 from emdlot.runs.ray_train import TrainSettings  # noqa: E402
 from emdlot.training.baselines import BASELINES  # noqa: E402
 from emdlot.training.config import load_emdlot_config, with_variant  # noqa: E402
@@ -92,7 +92,7 @@ def check_args(args: argparse.Namespace):
     if unknown:
         raise ConfigError(f"--baselines: unknown {unknown}; choose from {list(BASELINES)}")
     settings = ProtocolSettings(n_valid=args.seeds, max_seeds=args.max_seeds, seeds=args.seeds, baselines=tuple(names),
-                                ablations=() if args.no_ablations else ("ABL1", "ABL2", "ABL3"))
+                                ablations=() if args.no_ablations else ABLATIONS)
     return settings, with_variant(load_emdlot_config(args.config), args.variant), load_config(PrepareConfig, args.prepare_config)
 
 

@@ -23,10 +23,9 @@ from emdlot.evaluation.explain import QUARTERS, InterpretedRun, quarter_labels
 from emdlot.evaluation.figures import _save
 from emdlot.evaluation.tables import write_table
 from emdlot.model.emdlot import Interpretation
-from emdlot.schema import CLASSES
+from emdlot.schema import CLASSES, SECTION_LABELS
 
-ITEM_LABELS = {"numeric": "Numeric", "text": "Text", "summary": "Summary",
-               "important_notice": "Important Notice", "risk_factors": "Risk Factors"}
+ITEM_LABELS = {"numeric": "Numeric", "text": "Text", "summary": "Summary", **SECTION_LABELS}
 GROUPS = ("All", *CLASSES)
 
 

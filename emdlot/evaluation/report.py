@@ -27,7 +27,7 @@ from emdlot.evaluation import explain
 from emdlot.evaluation.explain import InterpretedRun
 from emdlot.evaluation.explain_figures import build_explanations, firm_figure
 from emdlot.evaluation.tables import format_table
-from emdlot.schema import CLASSES, SECTIONS
+from emdlot.schema import CLASSES, SECTION_LABELS, SECTIONS
 
 MAIN_TABLES = ("table6_paper", "table6_unselected", "table7_paper", "table8_paper")
 MORE_TABLES = ("table7_unselected", "table8_unselected")
@@ -37,7 +37,6 @@ FIGURES = (("figure7_png", "Figure 7", "How much of the fused representation cam
             "eight quarters before the prediction point (Q-1 is the latest report used)."),
            ("figure9_png", "Figure 9", "Macro indicators: attention by quarter and their ranking. They are the same for every "
             "firm in a quarter, so they are shown for the population, not per cluster."))
-SECTION_LABELS = {"important_notice": "Important Notice", "risk_factors": "Risk Factors"}
 STYLE = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,'Noto Sans CJK SC',sans-serif;margin:0 auto;max-width:1100px;
 padding:1.5em;color:#1d2733;line-height:1.45}

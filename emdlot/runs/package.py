@@ -11,7 +11,6 @@ the predicted class and the main cluster.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -28,14 +27,13 @@ from emdlot.data.scoring import scoring_arrays
 from emdlot.data.transforms import load_pipeline
 from emdlot.data.arrays import SequenceArrays
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.schema import CLASSES
+from emdlot.schema import CLASSES, PROBABILITY_COLUMNS
+from emdlot.text.reduce import TEXT_MODEL_FILE
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import interpret
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "emdlot_config.json"
-TEXT_MODEL_FILE = "text_pca.skops"
-PROBABILITY_COLUMNS = [f"p_{c}" for c in CLASSES]
 MODEL_CODE = files("emdlot") / "runs" / "pyfunc_model.py"
 
 
@@ -109,10 +107,3 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{p}=={version(p)}" for p in ("torch", "scikit-learn", "skops", "safetensors", "pandas", "numpy", "mlflow", "pydantic")]
-
-
-def package_summary(folder: Path) -> dict:
-    """What a package holds, for logs and tags."""
-    meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-    return {"features": len(meta["feature_names"]), "max_len": meta["config"]["max_len"],
-            "text_model": (folder / TEXT_MODEL_FILE).exists()}

@@ -20,13 +20,12 @@ import ray
 from emdlot.data.arrays import SequenceArrays
 from emdlot.runs.ray_train import TrainSettings, fit_many
 from emdlot.runs.single import RunResult, score_run
-from emdlot.schema import CLASSES
+from emdlot.schema import CLASSES, PROBABILITY_COLUMNS
 from emdlot.training.baselines import BASELINES, fit_predict, shortcut_baselines
 from emdlot.training.config import EMDLOTConfig
 
 PAPER_SEEDS = (86, 127, 71, 61, 84, 140, 88, 46, 131, 53)
 ABLATIONS = ("ABL1", "ABL2", "ABL3")  # no text, no soft clustering, no attention (Table 8)
-PROBABILITY_COLUMNS = [f"p_{c}" for c in CLASSES]
 
 
 def seed_of(rank: int) -> int:

@@ -26,9 +26,9 @@ from emdlot.data.assemble import DatasetMeta
 from emdlot.data.contract import InputTables, check_inputs
 from emdlot.data.scoring import check_rows, contract_rows
 from emdlot.data.sequences import keep_last
-from emdlot.data.io import write_table
 from emdlot.model.emdlot import Interpretation
-from emdlot.runs.package import PROBABILITY_COLUMNS, Scorer, score_frame
+from emdlot.runs.package import Scorer, score_frame
+from emdlot.schema import PROBABILITY_COLUMNS
 from emdlot.scoring.model import ModelLoadError, resolve_model
 from emdlot.scoring.text import plan_text, text_features_for
 from emdlot.text.io import find_prospectus, read_prospectus
@@ -40,9 +40,6 @@ TOP_DRIVERS = 3
 DEFAULT_BATCH_FIRMS = 5000
 OUTPUT_COLUMNS = ["firm_id", *PROBABILITY_COLUMNS, "predicted_class", "cluster", "has_text", "top_drivers",
                   "quarters", "last_date", "status", "reason"]
-OUTPUT_SUFFIXES = (".csv", ".parquet")
-
-
 @dataclass
 class ScoringPlan:
     """Which firms of a folder are scored (and their contract rows) and which are rejected, and why."""
@@ -163,11 +160,6 @@ def describe_counts(counts: dict[str, int]) -> str:
     reasons = "; ".join(f"{code}: {counts[code]}" for code in REASON_CODES if counts.get(code))
     return (f"{counts['firms']} firms: {counts['scored']} scored, {counts['rejected']} rejected"
             + (f" ({reasons})" if reasons else ""))
-
-
-def write_predictions(frame: pd.DataFrame, path) -> None:
-    """CSV (dates as YYYY-MM-DD) or Parquet by the file's suffix."""
-    write_table(frame, path)
 
 
 class InputError(ValueError):
