@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import re
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -53,43 +51,14 @@ def check_package(folder: Path, what: str) -> Path:
     return folder
 
 
-def _package_path(mlmodel: Path) -> str | None:
-    """The `package` artifact's path that an MLmodel file names (python_function artifacts), or None."""
-    conf = yaml.safe_load(mlmodel.read_text(encoding="utf-8")) or {}
-    try:
-        return conf["flavors"]["python_function"]["artifacts"]["package"]["path"] or None
-    except (KeyError, TypeError):
-        return None
-
-
 def _package_of_model_dir(model_dir: Path, what: str) -> Path:
     """The package folder inside a saved pyfunc model folder (MLmodel -> python_function artifacts)."""
     try:
-        relative = _package_path(model_dir / MLMODEL)
-    except (OSError, yaml.YAMLError):
-        relative = None
-    if not relative:
+        conf = yaml.safe_load((model_dir / MLMODEL).read_text(encoding="utf-8")) or {}
+        relative = conf["flavors"]["python_function"]["artifacts"]["package"]["path"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
         raise ModelLoadError(f"{what} is not an EMDLOT model (its MLmodel names no 'package' artifact)") from None
     return check_package(model_dir / relative, what)
-
-
-@contextmanager
-def _stores(uri: str | None) -> Iterator[None]:
-    """The process's MLflow tracking and registry URIs set to `uri` while a model is fetched, then put back:
-    download_artifacts resolves a models:/ URI through the process's registry, not only its arguments."""
-    if uri is None:
-        yield
-        return
-    import mlflow
-
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
 
 
 def _first_line(err: BaseException) -> str:
@@ -116,14 +85,14 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ResolvedModel:
     tmp = tempfile.TemporaryDirectory(prefix="emdlot-model-")
     try:
         base = model.rstrip("/")
-        with _stores(tracking_uri):
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{MLMODEL}", dst_path=tmp.name,
-                                                             tracking_uri=tracking_uri, registry_uri=tracking_uri))
-            relative = _package_path(local)
-            if not relative:
-                raise ModelLoadError(f"model {model}: not an EMDLOT model (its MLmodel names no 'package' artifact)")
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{relative}", dst_path=tmp.name,
-                                                              tracking_uri=tracking_uri, registry_uri=tracking_uri))
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{MLMODEL}", dst_path=tmp.name,
+                                                         tracking_uri=tracking_uri, registry_uri=tracking_uri))
+        conf = yaml.safe_load(local.read_text(encoding="utf-8")) or {}
+        relative = (((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get("package", {}).get("path")
+        if not relative:
+            raise ModelLoadError(f"model {model}: not an EMDLOT model (its MLmodel names no 'package' artifact)")
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{relative}", dst_path=tmp.name,
+                                                          tracking_uri=tracking_uri, registry_uri=tracking_uri))
         check_package(folder, f"model {model}")
     except ModelLoadError:
         tmp.cleanup()
