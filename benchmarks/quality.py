@@ -74,7 +74,8 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     config = load_emdlot_config(files("emdlot") / "configs" / "demo_model.yaml").with_params(
         {"use_text": False, "progress": False, **params})
     started = time.perf_counter()
-    parts = assemble(dataset, with_train_val=config.train.refit_on_val, balance=config.train.balance == "smote")
+    parts = assemble(dataset, with_train_val=config.train.refit_on_val, balance=config.train.balance == "smote",
+                     folds=config.train.epoch_folds)
     result = train_and_score(parts, config, seed, score_test=True)
     return {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
             "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),

@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 
-import mlflow
 import ray
 import torch
-import yaml
 
 from emdlot import tracking
 from emdlot.config import ConfigError, PrepareConfig, SynthConfig
@@ -30,7 +28,7 @@ from emdlot.text.config import load_embed_config
 from emdlot.text.io import find_prospectus, read_prospectus, read_split
 from emdlot.text.outputs import FEATURES_FILE, describe, embed_folder
 from emdlot.training.config import EMDLOTConfig, load_emdlot_config
-from emdlot.tuning.search import SearchSettings, best_config, build_tuner, trials_frame
+from emdlot.tuning.search import SearchSettings, build_tuner, record_best, trials_frame
 from emdlot.tuning.trial import TrialContext
 
 DEMO_MODEL_CONFIG = files("emdlot") / "configs" / "demo_model.yaml"
@@ -157,10 +155,6 @@ def tune(dataset: Path, text_features: Path, size: DemoSize, seed: int, uri: str
         ctx = TrialContext(dataset=str(dataset), text_features=str(text_features), base=short.model_dump(), seed=seed,
                            tracking_uri=uri, experiment_id=parent.info.experiment_id, parent_run_id=parent.info.run_id)
         frame = trials_frame(build_tuner(DEMO_SPACE, short, ctx, settings, out, "demo").fit(), DEMO_SPACE)
-        best, row = best_config(frame, base)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "best_config.yaml").write_text(yaml.safe_dump(best.model_dump(), sort_keys=False))
-        tracking.log_files(out / "best_config.yaml", artifact_path="search")
-        mlflow.set_tags({f"best.{k}": v for k, v in row["params"].items()})
+        best, row = record_best(frame, base, out)
     print(f"[demo]   best of {len(frame)} trials: {row['params']} -> {out / 'best_config.yaml'}", flush=True)
     return best

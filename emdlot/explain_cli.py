@@ -71,12 +71,7 @@ def _score(model: str | Path, data: str | Path, firm: str, tracking_uri: str | N
     from emdlot.ray_init import init_ray
     from emdlot.scoring.predict import interpret_firm
 
-    import mlflow
-
-    uri = tracking.tracking_uri(tracking_uri)
-    mlflow.set_tracking_uri(uri)  # a models:/ URI is resolved through the process's registry, not only the client's
-    mlflow.set_registry_uri(uri)
-    return interpret_firm(str(model), Path(data).resolve(), firm, uri, start_ray=init_ray)
+    return interpret_firm(str(model), Path(data).resolve(), firm, tracking.tracking_uri(tracking_uri), start_ray=init_ray)
 
 
 def run_report(train_out: str | Path, report: str | Path | None = None, dataset: str | Path | None = None,

@@ -81,23 +81,16 @@ def mlflow_run(experiment: str, run_name: str | None = None, tags: Mapping[str, 
         mlflow.create_experiment(experiment, artifact_location=default_artifact_location(uri))
     mlflow.set_experiment(experiment)
     run = mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=dict(tags or {}))
-    try:
-        with _sigterm_as_interrupt():
-            yield run
-    except BaseException as err:
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
-        raise
-    mlflow.end_run("FINISHED")
+    with _ended(), _sigterm_as_interrupt():
+        yield run
 
 
 @contextmanager
-def child_run(run_name: str, tags: Mapping[str, str] | None = None, error: str | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run nested in the active one, ended FINISHED, or FAILED with `error` (an error already caught
-    elsewhere, e.g. in a Ray worker) or with the exception raised inside the block."""
-    run = mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags or {}))
+def _ended(error: str | None = None) -> Iterator[None]:
+    """End the active run after the block: FINISHED; FAILED with `error`, or with the exception raised in
+    the block (kept as the run's `error` tag); KILLED on Ctrl-C or SIGTERM."""
     try:
-        yield run
+        yield
     except BaseException as err:
         mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
         mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
@@ -105,6 +98,15 @@ def child_run(run_name: str, tags: Mapping[str, str] | None = None, error: str |
     if error is not None:
         mlflow.set_tag("error", error[:5000])
     mlflow.end_run("FAILED" if error is not None else "FINISHED")
+
+
+@contextmanager
+def child_run(run_name: str, tags: Mapping[str, str] | None = None, error: str | None = None) -> Iterator[mlflow.ActiveRun]:
+    """A run nested in the active one, ended FINISHED, or FAILED with `error` (an error already caught
+    elsewhere, e.g. in a Ray worker) or with the exception raised inside the block."""
+    run = mlflow.start_run(run_name=run_name, nested=True, tags=dict(tags or {}))
+    with _ended(error):
+        yield run
 
 
 @contextmanager

@@ -23,14 +23,13 @@ import matplotlib
 matplotlib.use("Agg")
 
 import mlflow  # noqa: E402
-import yaml  # noqa: E402
 
 from emdlot import tracking  # noqa: E402
 from emdlot.ray_init import init_ray  # noqa: E402
 from emdlot.config import ConfigError, check_at_least  # noqa: E402
 from emdlot.data.assemble import META_FILE  # noqa: E402
 from emdlot.training.config import load_emdlot_config  # noqa: E402
-from emdlot.tuning.search import SearchSettings, best_config, build_tuner, restore_tuner, study_of, trials_frame  # noqa: E402
+from emdlot.tuning.search import SearchSettings, build_tuner, record_best, restore_tuner, study_of, trials_frame  # noqa: E402
 from emdlot.tuning.space import DEFAULT_SPACE, paper_optimum, read_space  # noqa: E402
 from emdlot.tuning.trial import OBJECTIVE, TrialContext  # noqa: E402
 
@@ -147,10 +146,7 @@ def report(frame, space: dict, base, out: Path, timing: dict) -> bool:
     summary = {"trials": len(frame), "trials_finished": len(done), "trials_failed": int((frame["status"] == "ERROR").sum()),
                "paper_optimum_rank": int(ranks[is_paper].min()) if is_paper.any() else -1} | timing
     if not done.empty:
-        best, row = best_config(frame, base)
-        (out / "best_config.yaml").write_text(yaml.safe_dump(best.model_dump(), sort_keys=False))
-        tracking.log_files(out / "best_config.yaml", artifact_path="search")
-        mlflow.set_tags({f"best.{k}": v for k, v in row["params"].items()} | {"best.trial_id": row["trial_id"]})
+        _, row = record_best(frame, base, out)
         summary |= {"best_" + OBJECTIVE: float(row[OBJECTIVE])}
     tracking.log_metrics(summary)
     (out / "search_summary.json").write_text(json.dumps(summary | {"best": row["params"] if not done.empty else None}, indent=1, default=str))

@@ -231,3 +231,47 @@ def test_values_at_padded_positions_are_never_seen():
     arrays.text[~arrays.text_mask] = np.nan
     batch = to_batch(arrays)
     assert torch.isfinite(build().eval()(batch).probs).all()
+
+
+def test_quantile_scaler_is_scikit_learns_quantile_transformer_and_identity_until_fitted():
+    from sklearn.preprocessing import QuantileTransformer
+
+    from emdlot.model.scaling import QuantileScaler
+
+    rng = np.random.default_rng(0)
+    # heavy tails, ties (rounded values, a constant column, a block of ones) and unseen values beyond both ends
+    train = np.concatenate([rng.standard_t(2, (400, 2)), np.round(rng.normal(size=(400, 2)), 1), np.zeros((400, 1))], axis=1)
+    train[:60, 4] = 1.0
+    new = np.concatenate([rng.standard_t(2, (80, 2)) * 4, np.round(rng.normal(size=(80, 2)), 1), rng.normal(size=(80, 1))], axis=1)
+    scaler = QuantileScaler(5, 200)
+    x = torch.tensor(new, dtype=torch.float32)
+    assert torch.equal(scaler(x), x)
+    scaler.fit(train)
+    reference = QuantileTransformer(n_quantiles=200, output_distribution="normal", subsample=None).fit(train)
+    np.testing.assert_allclose(scaler(torch.tensor(new)).numpy(), reference.transform(new), atol=1e-6)
+    np.testing.assert_allclose(scaler(torch.tensor(train)).numpy(), reference.transform(train), atol=1e-6)
+    # fewer rows than reference points still gives a monotone map onto N(0, 1) scores
+    few = QuantileScaler(5, 200).fit(train[:50])
+    out = few(torch.tensor(np.sort(new, axis=0))).numpy()
+    assert np.all(np.diff(out, axis=0) >= 0) and np.all(np.abs(out) <= 5.2)
+
+
+def test_quantile_scaled_summary_is_fitted_on_the_given_firms_and_travels_with_the_weights():
+    config = ModelConfig(**SMALL, use_summary=True, summary_scaling="quantile", use_text=False)
+    train, other = to_batch(random_arrays(40, seed=1)), to_batch(random_arrays(40, seed=2))
+    torch.manual_seed(0)
+    model = EMDLOT(config, num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    model.fit_input_scaling(train)
+    raw = train["summary"]
+    scaled = model.summary_scaler(raw)
+    # ranks kept column by column, mapped onto normal scores within the clip
+    order = raw.argsort(dim=0)
+    assert torch.all(torch.diff(scaled.gather(0, order), dim=0) >= 0) and scaled.abs().max() <= 5.2
+    assert scaled.median(dim=0).values.abs().max() < 1.0 and not torch.allclose(scaled, raw)
+    torch.manual_seed(0)
+    refitted = EMDLOT(config, num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    refitted.fit_input_scaling(other)
+    assert not torch.equal(refitted.summary_scaler.quantiles, model.summary_scaler.quantiles)  # the firms decide
+    loaded = EMDLOT.from_weights(config, model.state_dict(), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    torch.testing.assert_close(loaded(other).probs, model.eval()(other).probs, rtol=0, atol=0)
+    assert not torch.allclose(refitted.eval()(other).probs, model(other).probs)

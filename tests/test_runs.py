@@ -131,3 +131,62 @@ def test_a_named_variant_is_applied_on_top_of_a_configuration_and_an_unknown_one
     assert with_variant(base, "paper") == base
     with pytest.raises(ValueError, match="unknown training variant 'nope'"):
         with_variant(base, "nope")
+
+
+def test_the_summary_quantiles_come_from_the_firms_the_model_trains_on_only():
+    from emdlot.model.emdlot import SUMMARY_QUANTILES
+    from emdlot.model.scaling import QuantileScaler
+
+    def expected(arrays: SequenceArrays) -> torch.Tensor:
+        summary = to_batch(arrays)["summary"]
+        return QuantileScaler(summary.shape[1], SUMMARY_QUANTILES).fit(summary.numpy()).quantiles
+
+    config = FAST.with_params({"use_summary": True, "summary_scaling": "quantile", "max_epochs": 2})
+    fitted = train_and_score({"train": TRAIN, "val": VAL, "test": poisoned(TEST)}, config, seed=3)
+    assert torch.equal(fitted.model.summary_scaler.quantiles, expected(TRAIN))  # not the validation firms'
+    parts = {"train": TRAIN, "val": VAL, "train_val": SequenceArrays.concat(TRAIN, VAL)}
+    refit = train_and_score(parts, config.with_params({"refit_on_val": True}), seed=3)
+    assert torch.equal(refit.model.summary_scaler.quantiles, expected(parts["train_val"]))  # the refit's own firms
+
+
+def test_cross_validated_epochs_average_the_folds_and_fix_the_refit_length():
+    from emdlot.data.assemble import cv_folds
+    from emdlot.training.loop import fit
+
+    with pytest.raises(ValueError, match="refit_on_val"):
+        FAST.with_params({"epoch_folds": 3})
+    with pytest.raises(ValueError, match="at least 2"):
+        FAST.with_params({"epoch_folds": 1, "refit_on_val": True})
+    config = FAST.with_params({"epoch_folds": 2, "refit_on_val": True, "max_epochs": 3})
+    union = SequenceArrays.concat(TRAIN, VAL)
+    parts = {"train": TRAIN, "val": VAL, "train_val": union, "test": poisoned(TEST)} | cv_folds(union, 2, 3, seed=5)
+    with pytest.raises(ValueError, match="cv1_train"):
+        train_and_score({"train": TRAIN, "val": VAL, "train_val": union}, config, seed=3)
+    result = train_and_score(parts, config, seed=3)
+    folds = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed=3, epochs=3).history for i in (1, 2)]
+    means = [np.mean([f.epochs[e].stop_score for f in folds]) for e in range(3)]
+    np.testing.assert_allclose([r.stop_score for r in result.history.epochs], means)
+    assert result.history.best_epoch == int(np.argmax(means)) + 1
+    assert len(result.history.refit.epochs) == result.history.best_epoch  # the refit on all the firms
+    auc = np.mean([f.epochs[result.history.best_epoch - 1].val_metrics["auc"] for f in folds])
+    assert result.val_metrics.auc == pytest.approx(auc)  # validation numbers are the folds' mean
+
+
+def test_cv_folds_are_stratified_disjoint_seeded_and_smote_stays_inside_each_fold():
+    from emdlot.data.assemble import AssemblyError, cv_folds
+
+    union = SequenceArrays.concat(TRAIN, VAL)
+    folds = cv_folds(union, 3, 3, seed=5)
+    vals = [set(folds[f"cv{i}_val"].firm_id) for i in (1, 2, 3)]
+    assert set().union(*vals) == set(union.firm_id) and sum(map(len, vals)) == len(union)
+    for i, val in enumerate(vals, 1):
+        train, held = folds[f"cv{i}_train"], folds[f"cv{i}_val"]
+        real = {f for f in train.firm_id if not f.startswith("smote-")}
+        assert real == set(union.firm_id) - val  # the fold's firms never train, so never seed a synthetic firm
+        assert np.bincount(train.y).min() == np.bincount(train.y).max()  # balanced
+        assert abs(np.bincount(held.y, minlength=3) / len(held) - np.bincount(union.y) / len(union)).max() < 0.05
+    again = cv_folds(union, 3, 3, seed=5)
+    assert all(np.array_equal(again[k].firm_id, folds[k].firm_id) for k in folds)
+    assert set(cv_folds(union, 3, 3, seed=6)["cv1_val"].firm_id) != vals[0]
+    with pytest.raises(AssemblyError, match="at least 999 firms of each class"):
+        cv_folds(union, 999, 3, seed=5)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from imblearn.over_sampling import SMOTE
+from sklearn.model_selection import StratifiedKFold
 
 from emdlot.config import PrepareConfig
 from emdlot.data.arrays import SequenceArrays
@@ -126,11 +127,29 @@ def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> Sequen
     return SequenceArrays(firm_id, X.astype(np.float32), mask, delta_t.astype(np.float32), text.astype(np.float32), text_mask, y.astype(np.int64))
 
 
+def cv_folds(arrays: SequenceArrays, folds: int, k_neighbors: int, seed: int, balance: bool = True) -> dict[str, SequenceArrays]:
+    """Stratified k-fold of real firms (seeded): "cv{i}_val" is fold i, "cv{i}_train" the other folds,
+    SMOTE-balanced on their own (so no synthetic firm is built from a firm of the fold it is scored on)."""
+    counts = np.bincount(arrays.y, minlength=len(CLASSES))
+    if folds > counts.min():
+        raise AssemblyError(f"{folds} folds need at least {folds} firms of each class; training + validation firms "
+                            f"have {dict(zip(CLASSES, counts.tolist()))}")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    out = {}
+    for i, (train, val) in enumerate(splitter.split(np.zeros(len(arrays.y)), arrays.y), 1):
+        fold_train = arrays.subset(train)
+        out[f"cv{i}_train"] = smote_balance(fold_train, k_neighbors, seed) if balance else fold_train
+        out[f"cv{i}_val"] = arrays.subset(val)
+    return out
+
+
 def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | None = None,
-             cfg: PrepareConfig | None = None, balance: bool = True, with_train_val: bool = False) -> dict[str, SequenceArrays]:
+             cfg: PrepareConfig | None = None, balance: bool = True, with_train_val: bool = False,
+             folds: int = 0) -> dict[str, SequenceArrays]:
     """Train (SMOTE-balanced), val and test arrays of a prepared dataset, with text joined by firm_id;
     with `with_train_val`, also "train_val": training and validation firms SMOTE-balanced together (for a
-    refit once early stopping has chosen the epoch count)."""
+    refit once early stopping has chosen the epoch count); with `folds` >= 2, also `cv_folds` of the
+    training and validation firms (for choosing that count by cross-validation)."""
     dataset = Path(dataset)
     cfg = cfg or read_meta(dataset).config
     if isinstance(text_features, (str, Path)):
@@ -139,9 +158,11 @@ def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | Non
     manifest = pd.read_csv(dataset / MANIFEST_FILE, dtype={"firm_id": str}).set_index("firm_id")
     split = manifest["split"].reindex(sequences.firm_id).to_numpy()
     out = {name: sequences.subset(np.flatnonzero(split == name)) for name in ("train", "val", "test")}
+    union = SequenceArrays.concat(out["train"], out["val"])
     if with_train_val:
-        union = SequenceArrays.concat(out["train"], out["val"])
         out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed) if balance else union
+    if folds:
+        out |= cv_folds(union, folds, cfg.smote_k_neighbors, cfg.seed, balance)
     if balance:
         out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed)
     return out

@@ -84,15 +84,19 @@ class FeatureAttention(nn.Module):
             _uniform_init(self.score_vector, embed_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, T, F), mask (B, T) -> step inputs u (B, T, d), alpha (B, T, F)."""
-        embedded = x.unsqueeze(-1) * self.embed_weight + self.embed_bias  # (B, T, F, d)
+        """x (B, T, F), mask (B, T) -> step inputs u (B, T, d), alpha (B, T, F).
+
+        u_t = sum_j alpha_{t,j} (x_{t,j} w_j + b_j) = (alpha_t * x_t) W + alpha_t B, with W and B the
+        stacked w_j and b_j: two matrix products over all steps instead of a (F x d) product per step
+        (the per-feature embeddings are still formed, for the scores)."""
         step_valid = mask.unsqueeze(-1)  # (B, T, 1)
         if self.uniform:
             alpha = torch.full_like(x, 1.0 / x.shape[-1]) * step_valid
         else:
-            scores = (torch.tanh(embedded) * self.score_vector).sum(dim=-1) / self.temperature
+            embedded = torch.addcmul(self.embed_bias, x.unsqueeze(-1), self.embed_weight)  # (B, T, F, d)
+            scores = torch.tanh(embedded) @ (self.score_vector / self.temperature)  # (B, T, F)
             alpha = torch.softmax(scores, dim=-1) * step_valid
-        step_input = torch.einsum("btf,btfd->btd", alpha, embedded)
+        step_input = (alpha * x) @ self.embed_weight + alpha @ self.embed_bias
         return step_input, alpha
 
 

@@ -38,6 +38,10 @@ class ModelConfig(StrictModel):
     # sd, min, max, last, last - mean, slope: what a boosted tree reads), through a small MLP. It gives
     # the head the firm's own history in a form that needs no recurrence to learn from a few firms.
     use_summary: bool = False
+    # Not in the paper: how the summary modality's inputs are scaled before its MLP. "none" feeds the raw
+    # statistics (their scales differ a hundredfold: a slope per month against a maximum); "quantile" maps
+    # each through its training firms' quantiles to N(0, 1) (emdlot.model.scaling), ranks as a tree reads them.
+    summary_scaling: Literal["none", "quantile"] = "none"
 
     @property
     def head_width(self) -> int:

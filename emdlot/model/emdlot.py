@@ -22,11 +22,13 @@ from emdlot.model.attention import AdditiveAttention, ChapterAttention, FeatureA
 from emdlot.model.batch import Batch
 from emdlot.model.clustering import SingleHead, SoftClustering, mlp
 from emdlot.model.config import ModelConfig
+from emdlot.model.scaling import QuantileScaler
 from emdlot.model.tlstm import TLSTM
 from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
 
 MODALITIES: tuple[str, ...] = ("numeric", "text", "summary")
 SUMMARY_STATS = 7  # per feature in batch["summary"]: mean, sd, min, max, last, last - mean, slope
+SUMMARY_QUANTILES = 1000  # reference points per summary column with summary_scaling "quantile"
 
 
 @dataclass
@@ -76,6 +78,8 @@ class EMDLOT(nn.Module):
             self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
         if config.use_summary:
             self.summary_encoder = mlp(SUMMARY_STATS * num_features, hidden, hidden, config.dropout)
+            if config.summary_scaling == "quantile":
+                self.summary_scaler = QuantileScaler(SUMMARY_STATS * num_features, SUMMARY_QUANTILES)
         self.modalities = [m for m, used in zip(MODALITIES, (True, config.use_text, config.use_summary)) if used]
         if len(self.modalities) > 1:
             self.modality_attention = AdditiveAttention(hidden, hidden, config.modal_temperature, num_item_vectors=len(self.modalities), uniform=uniform)
@@ -92,6 +96,12 @@ class EMDLOT(nn.Module):
         model = cls(config, num_features=num_features, num_sections=num_sections, text_dim=text_dim)
         model.load_state_dict({k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in weights.items()})
         return model.eval()
+
+    def fit_input_scaling(self, train: Batch) -> None:
+        """Fit what the model reads from its training firms before training (the summary's quantiles);
+        the result lives in buffers, so it is saved and loaded with the weights."""
+        if hasattr(self, "summary_scaler"):
+            self.summary_scaler.fit(train["summary"].cpu().numpy())
 
     @property
     def centroids(self) -> nn.Parameter | None:
@@ -129,7 +139,10 @@ class EMDLOT(nn.Module):
             items.append(z_text)
             present.append(text_mask.any(dim=1))  # a firm without any section: text modality masked
         if self.config.use_summary:
-            items.append(self.summary_encoder(batch["summary"]))
+            summary = batch["summary"]
+            if hasattr(self, "summary_scaler"):
+                summary = self.summary_scaler(summary)
+            items.append(self.summary_encoder(summary))
             present.append(always)
         modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)
         if len(items) == 1:

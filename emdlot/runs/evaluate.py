@@ -70,14 +70,14 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
         say(f"split {number}/{spec.splits} (seed {split})")
         dataset = spec.data.resolve() if spec.data else prepare_split(spec, split, say)
         text = embed_split(spec, dataset, say) if spec.embed else spec.text_features.resolve() if spec.text_features else None
-        parts = assemble(dataset, text, with_train_val=spec.config.train.refit_on_val)
+        parts = assemble(dataset, text, with_train_val=spec.config.train.refit_on_val, folds=spec.config.train.epoch_folds)
         lineage = dataset_lineage(dataset, text, parts)
         meta = read_meta(dataset)
         macro_columns = [meta.feature_names.index(c) for c in meta.macro_features]
         configs = {"EMDLOT": spec.config} | {name: spec.config.ablation(name) for name in spec.protocol.ablations}
         test = parts["test"]
         own = parts if spec.config.train.balance == "smote" else assemble(  # EMDLOT on the real firms, weighted
-            dataset, text, balance=False, with_train_val=spec.config.train.refit_on_val)
+            dataset, text, balance=False, with_train_val=spec.config.train.refit_on_val, folds=spec.config.train.epoch_folds)
         runs = chain(emdlot_runs(configs, own, split, spec.train, spec.protocol,
                                  run_name=lambda m, s: f"{spec.run_prefix}{m}-split{split}-seed{s}"),
                      baseline_runs(parts, split, macro_columns, spec.protocol))

@@ -79,8 +79,12 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
             checkpoint: Callable[[RunState], None] | None = None, resume: RunState | None = None) -> FitResult:
     """Fit on parts["train"], early-stop on parts["val"]; with `train.refit_on_val`, then train a second
     model (same seed) on parts["train_val"] for the best epoch count, which replaces the first (its
-    history goes to `history.refit`). `checkpoint`/`resume` carry the run across an interruption."""
-    if resume is None or resume.phase == "fit":
+    history goes to `history.refit`); with `train.epoch_folds`, the epoch count comes from
+    `cross_validated_epochs` instead of that first fit. `checkpoint`/`resume` carry the run across an
+    interruption."""
+    if config.train.epoch_folds and (resume is None or resume.phase == "fit"):
+        fitted, history = None, cross_validated_epochs(parts, config, seed, on_epoch)
+    elif resume is None or resume.phase == "fit":
         fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch,
                      checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("fit", s)),
                      resume=None if resume is None else resume.state)
@@ -96,6 +100,34 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
                 resume=resume.state if resume is not None and resume.phase == "refit" else None)
     history.refit = refit.history
     return FitResult(model=refit.model, history=history)
+
+
+def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
+                           on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
+    """`train.epoch_folds` fits, fold i on parts["cv{i}_train"] scored on parts["cv{i}_val"], each for
+    max_epochs; the history of their mean per epoch (losses, metrics, scores; classes predicted: the
+    fewest of any fold), whose best mean stop score fixes the refit's length. Not checkpointed: an
+    interrupted run repeats its folds."""
+    folds = config.train.epoch_folds
+    missing = [f"cv{i}_{part}" for i in range(1, folds + 1) for part in ("train", "val") if f"cv{i}_{part}" not in parts]
+    if missing:
+        raise ValueError(f"epoch_folds {folds} needs parts {', '.join(missing)}: assemble(..., folds={folds})")
+    runs = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=config.train.max_epochs).history
+            for i in range(1, folds + 1)]
+    history = History(seed=seed, wall_time_s=sum(r.wall_time_s for r in runs))
+    for records in zip(*(r.epochs for r in runs)):
+        metrics = {key: float(np.mean([r.val_metrics[key] for r in records])) for key in records[0].val_metrics}
+        metrics["n_predicted_classes"] = min(r.val_metrics["n_predicted_classes"] for r in records)
+        record = EpochRecord(epoch=records[0].epoch, val_metrics=metrics, seconds=sum(r.seconds for r in records),
+                             **{key: float(np.mean([getattr(r, key) for r in records]))
+                                for key in ("train_loss", "train_cross_entropy", "train_distribution", "train_separation",
+                                            "val_score", "stop_score")})
+        history.epochs.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+        if record.stop_score > history.best_score:
+            history.best_score, history.best_epoch = record.stop_score, record.epoch
+    return history
 
 
 def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,

@@ -51,14 +51,19 @@ def check_package(folder: Path, what: str) -> Path:
     return folder
 
 
-def _package_of_model_dir(model_dir: Path, what: str) -> Path:
-    """The package folder inside a saved pyfunc model folder (MLmodel -> python_function artifacts)."""
+def _package_path(mlmodel: dict | None, what: str) -> str:
+    """The package artifact's path inside a saved pyfunc model, from its parsed MLmodel file."""
     try:
-        conf = yaml.safe_load((model_dir / MLMODEL).read_text(encoding="utf-8")) or {}
-        relative = conf["flavors"]["python_function"]["artifacts"]["package"]["path"]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return str(mlmodel["flavors"]["python_function"]["artifacts"]["package"]["path"])
+    except (KeyError, TypeError):
         raise ModelLoadError(f"{what} is not an EMDLOT model (its MLmodel names no 'package' artifact)") from None
-    return check_package(model_dir / relative, what)
+
+
+def _read_mlmodel(path: Path, what: str) -> dict | None:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        raise ModelLoadError(f"{what} is not an EMDLOT model (its MLmodel cannot be read)") from None
 
 
 def _first_line(err: BaseException) -> str:
@@ -74,9 +79,10 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ResolvedModel:
         if not path.is_dir():
             raise ModelLoadError(f"model {model!r}: no such folder, and not a models:/ or runs:/ URI")
         path = path.resolve()
+        what = f"model folder {path}"
         if (path / MLMODEL).is_file():
-            return ResolvedModel(model, _package_of_model_dir(path, f"model folder {path}"))
-        return ResolvedModel(model, check_package(path, f"model folder {path}"))
+            return ResolvedModel(model, check_package(path / _package_path(_read_mlmodel(path / MLMODEL, what), what), what))
+        return ResolvedModel(model, check_package(path, what))
 
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -84,13 +90,10 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ResolvedModel:
     details = registered_details(model, tracking_uri)
     tmp = tempfile.TemporaryDirectory(prefix="emdlot-model-")
     try:
-        base = model.rstrip("/")
+        base = _artifact_location(model, details, tracking_uri)
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{MLMODEL}", dst_path=tmp.name,
                                                          tracking_uri=tracking_uri, registry_uri=tracking_uri))
-        conf = yaml.safe_load(local.read_text(encoding="utf-8")) or {}
-        relative = (((conf.get("flavors") or {}).get("python_function") or {}).get("artifacts") or {}).get("package", {}).get("path")
-        if not relative:
-            raise ModelLoadError(f"model {model}: not an EMDLOT model (its MLmodel names no 'package' artifact)")
+        relative = _package_path(_read_mlmodel(local, f"model {model}"), f"model {model}")
         folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{relative}", dst_path=tmp.name,
                                                           tracking_uri=tracking_uri, registry_uri=tracking_uri))
         check_package(folder, f"model {model}")
@@ -102,6 +105,22 @@ def resolve_model(model: str, tracking_uri: str | None = None) -> ResolvedModel:
         raise ModelLoadError(f"model {model} cannot be loaded from {tracking_uri or mlflow.get_tracking_uri()}: "
                              f"{_first_line(err)}") from None
     return ResolvedModel(model, folder, details, tmp)
+
+
+def _artifact_location(model: str, details: dict[str, str], tracking_uri: str | None) -> str:
+    """Where a models:/ URI's files are, asked of the store at `tracking_uri`. MLflow's own models:/
+    resolution reads the process's registry URI (mlflow.get_registry_uri), whatever store the caller named;
+    asking a client bound to the named store leaves the process's settings (and any active run) alone."""
+    if "version" not in details:  # runs:/ URIs take tracking_uri as they are; a stage name is MLflow's to find
+        return model.rstrip("/")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    location = client.get_model_version_download_uri(details["name"], details["version"])
+    logged = re.match(r"^models:/(m-[0-9a-f]+)/?$", location)
+    if logged:  # an MLflow 3 logged model: its own artifact folder
+        location = client.get_logged_model(logged[1]).artifact_location
+    return location.rstrip("/")
 
 
 def registered_details(model: str, tracking_uri: str | None) -> dict[str, str]:

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Literal
 
 import torch
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from emdlot.config import StrictModel, load_config
 from emdlot.evaluation.metrics import CompositeWeights
@@ -43,6 +43,11 @@ class TrainConfig(StrictModel):
     # the training and validation firms together (SMOTE'd together) for the best epoch count, and keep that
     # one: the few minority firms held out for early stopping are then learned from too.
     refit_on_val: bool = False
+    # Not in the paper: 0 chooses the refit's epoch count by early stopping on the validation firms (a
+    # handful of minority firms decide it); k >= 2 chooses it by stratified k-fold cross-validation over
+    # the training and validation firms (each fold SMOTE'd on its own, every fold run to max_epochs, the
+    # epoch with the best mean stop score wins). Needs refit_on_val; costs k full-length fits.
+    epoch_folds: int = Field(0, ge=0)
     # How the rare classes get their weight: "smote" (the paper: training firms SMOTE'd to 1:1:1) or
     # "class_weight" (not in the paper: the real training firms only, each class's loss terms weighted by
     # n / (K n_c), so a minority firm counts as much as SMOTE's copies of it would, without the copies).
@@ -55,6 +60,14 @@ class TrainConfig(StrictModel):
     score_weights: CompositeWeights = CompositeWeights()  # DESIGN.md section 4
     device: str = "cpu"
     progress: bool = True  # tqdm bars for warm-up and epochs
+
+    @model_validator(mode="after")
+    def _folds_need_a_refit(self) -> "TrainConfig":
+        if self.epoch_folds == 1:
+            raise ValueError("epoch_folds must be 0 (early stopping on the validation firms) or at least 2")
+        if self.epoch_folds and not self.refit_on_val:
+            raise ValueError("epoch_folds chooses the epoch count of a refit: set refit_on_val true as well")
+        return self
 
     def optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.AdamW:
         """AdamW with this run's learning rate and weight decay; the fused kernel (about 30% faster per

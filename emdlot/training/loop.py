@@ -131,6 +131,7 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
         generator = torch.Generator().manual_seed(seed)
         if resume is None:
             history = History(seed=seed)
+            model.fit_input_scaling(train_batch)
             history.init = initialise_clusters(model, train_batch, cfg, seed, generator)
             optimizer = cfg.optimizer(model.parameters())
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -23,16 +23,22 @@ from emdlot.model.lstm import SequenceLSTM
 
 
 @contextmanager
+def _single_thread() -> Iterator[None]:
+    """One torch thread inside (results then do not depend on the machine's core count); the caller's after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@contextmanager
 def _seeded_single_thread(seed: int) -> Iterator[None]:
     """torch.manual_seed(seed) and one thread inside; the caller's RNG state and thread count after."""
-    threads = torch.get_num_threads()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _single_thread():
         torch.manual_seed(seed)
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+        yield
 
 
 class LSTMClassifier(ClassifierMixin, BaseEstimator):
@@ -75,14 +81,9 @@ class LSTMClassifier(ClassifierMixin, BaseEstimator):
 
     def predict_proba(self, X: SequenceArrays) -> np.ndarray:
         tensors = self._tensors(X, "X")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.no_grad():
-                chunks = [torch.softmax(self.module_(*(t[rows] for t in tensors)), dim=1)
-                          for rows in torch.arange(len(X)).split(self.eval_batch_size)]
-        finally:
-            torch.set_num_threads(threads)
+        with _single_thread(), torch.no_grad():
+            chunks = [torch.softmax(self.module_(*(t[rows] for t in tensors)), dim=1)
+                      for rows in torch.arange(len(X)).split(self.eval_batch_size)]
         return torch.cat(chunks).numpy().astype(np.float64)
 
     def predict(self, X: SequenceArrays) -> np.ndarray:

@@ -103,3 +103,18 @@ def best_config(frame: pd.DataFrame, base: EMDLOTConfig) -> tuple[EMDLOTConfig, 
     row = done.loc[done[OBJECTIVE].idxmax()]
     return base.with_params(row["params"]), row
 
+
+def record_best(frame: pd.DataFrame, base: EMDLOTConfig, out: Path) -> tuple[EMDLOTConfig, pd.Series]:
+    """`best_config`, written to out/best_config.yaml and logged to the active MLflow run (the file, and
+    the winning values and trial as `best.*` tags)."""
+    import mlflow
+    import yaml
+
+    from emdlot import tracking
+
+    best, row = best_config(frame, base)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "best_config.yaml").write_text(yaml.safe_dump(best.model_dump(), sort_keys=False))
+    tracking.log_files(out / "best_config.yaml", artifact_path="search")
+    mlflow.set_tags({f"best.{k}": v for k, v in row["params"].items()} | {"best.trial_id": row["trial_id"]})
+    return best, row
