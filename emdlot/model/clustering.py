@@ -67,9 +67,12 @@ class ClusterHeads(nn.Module):
 
     def forward(self, z: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
         """z (B, H), centroids (K, H) -> each head's class log-probabilities (B, K, C)."""
-        from_z = torch.einsum("bh,kho->bko", z, self.weight_z)
-        from_centroid = torch.einsum("kh,kho->ko", centroids, self.weight_centroid) + self.bias_in
-        hidden = self.dropout(torch.relu(from_z + from_centroid))
+        # Batched products over the K heads that read the stacked weights in place: forward and backward
+        # then never copy a (K, H, hidden) tensor into another layout (an einsum did, twice per step).
+        heads = self.weight_z.shape[0]
+        from_z = torch.bmm(z.expand(heads, *z.shape), self.weight_z)  # (K, B, hidden)
+        from_centroid = torch.baddbmm(self.bias_in.unsqueeze(1), centroids.unsqueeze(1), self.weight_centroid)  # (K, 1, hidden)
+        hidden = self.dropout(torch.relu(from_z + from_centroid).transpose(0, 1).contiguous())  # (B, K, hidden)
         logits = torch.einsum("bko,koc->bkc", hidden, self.weight_out) + self.bias_out
         return F.log_softmax(logits, dim=-1)
 
