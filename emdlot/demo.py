@@ -18,6 +18,7 @@ from emdlot import tracking
 from emdlot.config import ConfigError, PrepareConfig, SynthConfig
 from emdlot.data.contract import check_inputs
 from emdlot.data.prepare import prepare
+from emdlot.ray_init import init_ray
 from emdlot.runs.evaluate import EvaluationSpec, evaluate
 from emdlot.runs.protocol import ProtocolSettings
 from emdlot.runs.ray_train import TrainSettings
@@ -98,7 +99,7 @@ def run_demo(out: Path, firms: int | None = None, seed: int = 86, quick: bool = 
     print(f"[demo]   firms per split: {meta.counts}", flush=True)
     _done(t)
 
-    ray.init(address="local", include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
+    init_ray("local", log_to_driver=False)  # a local Ray even with RAY_ADDRESS set; Ctrl-C / SIGTERM end runs KILLED
     try:
         t = _step(f"embed: prospectus extraction and embedding on Ray Data, PCA on training firms -> {text_dir}")
         text_features = embed_text(data_dir, dataset_dir / "manifest.csv", text_dir, uri)

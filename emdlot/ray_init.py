@@ -14,13 +14,16 @@ import threading
 import ray
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True) -> None:
+    """Start or join Ray (address "local", or none and no RAY_ADDRESS: a new local Ray), keeping the SIGTERM
+    handler that was in place."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, ignore_reinit_error=True)
+    if address and address != "local":
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=log_to_driver)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, ignore_reinit_error=True,
+                 log_to_driver=log_to_driver)
     if main and previous is not None:
         signal.signal(signal.SIGTERM, previous)

@@ -144,3 +144,15 @@ def test_evaluation_layer_imports_neither_mlflow_nor_ray():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'ray')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_explanations_built_from_the_same_runs_are_reused_and_others_are_rebuilt(tmp_path):
+    from emdlot.evaluation.explain_figures import build_explanations, saved_explanations
+
+    runs = [fake_run(seed=0, split=1), fake_run(seed=1, split=1)]
+    assert saved_explanations(runs, tmp_path) is None
+    built = build_explanations(runs, tmp_path, FINANCIAL, MACRO)
+    assert saved_explanations(runs, tmp_path) == built  # every file, named as the build named it
+    assert saved_explanations(runs[:1], tmp_path) is None  # other runs: not theirs
+    built["figure8_png"].unlink()
+    assert saved_explanations(runs, tmp_path) is None  # a file gone: build again

@@ -135,23 +135,27 @@ def _window(values: np.ndarray, mask: np.ndarray, quarters: int) -> tuple[np.nda
     return (np.pad(values, ((0, 0), (pad, 0), (0, 0))), np.pad(mask, ((0, 0), (pad, 0))))
 
 
+def _window_sums(run: InterpretedRun, rows: np.ndarray, quarters: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature attention summed over the firms `rows` whose step is a valid quarter, at each of the last
+    `quarters` steps, and how many firms that is: ((quarters, F), (quarters,))."""
+    mask = np.asarray(run.mask, dtype=bool)[rows]
+    values, valid = _window(valid_attention(run.interpretation, run.mask)[rows], mask, quarters)
+    return values.sum(axis=0), valid.sum(axis=0)
+
+
 def attention_window(run: InterpretedRun, rows: np.ndarray | None = None, quarters: int = QUARTERS) -> tuple[np.ndarray, np.ndarray]:
     """Mean feature attention over the firms `rows` at each of the last `quarters` steps, counting only
     firms whose step is a valid quarter: ((quarters, F) with NaN where no firm is valid, (quarters,) counts)."""
-    rows = np.arange(len(run.firm_id)) if rows is None else rows
-    mask = np.asarray(run.mask, dtype=bool)[rows]
-    values, valid = _window(valid_attention(run.interpretation, run.mask)[rows], mask, quarters)
-    counts = valid.sum(axis=0)
+    sums, counts = _window_sums(run, np.arange(len(run.firm_id)) if rows is None else rows, quarters)
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = values.sum(axis=0) / counts[:, None]
+        mean = sums / counts[:, None]
     return np.where(counts[:, None] > 0, mean, np.nan), counts
 
 
 def _window_importance(run: InterpretedRun, rows: np.ndarray, quarters: int) -> np.ndarray:
     """Each feature's mean attention over the valid (firm, quarter) pairs of the window: (F,)."""
-    mask = np.asarray(run.mask, dtype=bool)[rows]
-    values, valid = _window(valid_attention(run.interpretation, run.mask)[rows], mask, quarters)
-    return values.sum(axis=(0, 1)) / max(int(valid.sum()), 1)
+    sums, counts = _window_sums(run, rows, quarters)
+    return sums.sum(axis=0) / max(int(counts.sum()), 1)
 
 
 def hard_clusters(run: InterpretedRun) -> np.ndarray:
@@ -322,6 +326,14 @@ def firm_index(run: InterpretedRun, firm_id: str) -> int:
     return int(hits[0])
 
 
+def firm_cells(run: InterpretedRun, firm_id: str) -> tuple[int, np.ndarray, np.ndarray]:
+    """One firm's row, its valid-step mask (T,) and its `cell_attention` (T, F)."""
+    i = firm_index(run, firm_id)
+    mask = np.asarray(run.mask, dtype=bool)[i]
+    one = Interpretation(**{k: v[i:i + 1] for k, v in run.interpretation.__dict__.items()})
+    return i, mask, cell_attention(one, mask[None])[0]
+
+
 def explain_firm(run: InterpretedRun, firm_id: str, extractions: str | Path | pd.DataFrame | None = None,
                  top: int = 10) -> dict:
     """One issuer's prediction and why, as plain JSON-ready values: class probabilities, cluster
@@ -329,12 +341,10 @@ def explain_firm(run: InterpretedRun, firm_id: str, extractions: str | Path | pd
     (`cell_attention`), its quarters' temporal weights, modality and chapter weights, and the prospectus
     key sentences the text modality read. A scorer can call it on new firms: wrap their Interpretation
     in an InterpretedRun with y = -1 (unknown), and the true class is reported as None."""
-    i = firm_index(run, firm_id)
+    i, mask, cells = firm_cells(run, firm_id)
     interp = run.interpretation
-    mask = np.asarray(run.mask, dtype=bool)[i]
     steps = mask.shape[0]
     names = list(run.feature_names)
-    cells = cell_attention(Interpretation(**{k: v[i:i + 1] for k, v in interp.__dict__.items()}), mask[None])[0]
     by_feature = cells.sum(axis=0)
     order = np.argsort(-by_feature, kind="stable")[:top]
     valid_steps = np.flatnonzero(mask)

@@ -22,7 +22,6 @@ from emdlot.evaluation import explain
 from emdlot.evaluation.explain import QUARTERS, InterpretedRun, quarter_labels
 from emdlot.evaluation.figures import _save
 from emdlot.evaluation.tables import write_table
-from emdlot.model.emdlot import Interpretation
 from emdlot.schema import CLASSES, SECTION_LABELS
 
 ITEM_LABELS = {"numeric": "Numeric", "text": "Text", "summary": "Summary", **SECTION_LABELS}
@@ -127,12 +126,9 @@ def figure9(macro: pd.DataFrame, path: str | Path) -> Path:
 def firm_figure(run: InterpretedRun, firm_id: str, path: str | Path, top: int = 10, quarters: int = QUARTERS) -> Path:
     """One issuer: how much each quarter counted (temporal weights, top) and the share of the numeric
     attention each of its top features got in each quarter (bottom); padded quarters are blank."""
-    i = explain.firm_index(run, firm_id)
-    one = Interpretation(**{k: v[i:i + 1] for k, v in run.interpretation.__dict__.items()})
-    mask = np.asarray(run.mask, dtype=bool)[i:i + 1]
-    cells = explain.cell_attention(one, mask)[0]
+    i, mask, cells = explain.firm_cells(run, firm_id)
     steps = min(quarters, cells.shape[0])
-    window, valid = cells[-steps:], mask[0, -steps:]
+    window, valid = cells[-steps:], mask[-steps:]
     order = np.argsort(-cells.sum(axis=0), kind="stable")[:top]
     grid = np.where(valid[:, None], 100 * window[:, order], np.nan).T
     labels = quarter_labels(steps)
@@ -149,6 +145,9 @@ def firm_figure(run: InterpretedRun, firm_id: str, path: str | Path, top: int = 
     fig.suptitle(f"{firm_id}: top features by quarter", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+SUMMARY_FILE = "explanations.json"
 
 
 def build_explanations(interpretations: list[InterpretedRun], out_dir: str | Path,
@@ -192,9 +191,28 @@ def build_explanations(interpretations: list[InterpretedRun], out_dir: str | Pat
     written = write_table(clusters, out, "tableD1_clusters", f"Table D.1: firms per cluster and their phenotype ({which})", notes)
     paths |= {"tableD1_csv": written["csv"], "tableD1_md": written["md"], "tableD1_png": written["png"]}
 
-    body = {"runs": [{"model": r.model, "split": int(r.split), "seed": int(r.seed), "firms": int(len(r.firm_id))} for r in interpretations],
+    paths["summary_json"] = out / SUMMARY_FILE
+    body = {"runs": run_keys(interpretations),
             "representative": {"model": run.model, "split": int(run.split), "seed": int(run.seed), "index": chosen},
-            "financial_features": len(financial), "macro_features": len(macro), "quarters": quarters, "top": top}
-    paths["summary_json"] = out / "explanations.json"
+            "financial_features": len(financial), "macro_features": len(macro), "quarters": quarters, "top": top,
+            "files": {name: path.name for name, path in paths.items()}}
     paths["summary_json"].write_text(json.dumps(body, indent=2), encoding="utf-8")
     return paths
+
+
+def run_keys(interpretations: list[InterpretedRun]) -> list[dict]:
+    """Which runs a set of explanations was built from (explanations.json "runs")."""
+    return [{"model": r.model, "split": int(r.split), "seed": int(r.seed), "firms": int(len(r.firm_id))} for r in interpretations]
+
+
+def saved_explanations(interpretations: list[InterpretedRun], out_dir: str | Path) -> dict[str, Path] | None:
+    """The paths `build_explanations` returned, if it already wrote them in `out_dir` from these very runs
+    (explanations.json names the runs and the files); None otherwise."""
+    summary = Path(out_dir) / SUMMARY_FILE
+    if not summary.exists():
+        return None
+    body = json.loads(summary.read_text(encoding="utf-8"))
+    if body.get("runs") != run_keys(interpretations):
+        return None
+    paths = {name: Path(out_dir) / file for name, file in body.get("files", {}).items()}
+    return paths if paths and all(path.exists() for path in paths.values()) else None

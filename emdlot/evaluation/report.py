@@ -25,7 +25,7 @@ import pandas as pd
 
 from emdlot.evaluation import explain
 from emdlot.evaluation.explain import InterpretedRun
-from emdlot.evaluation.explain_figures import build_explanations, firm_figure
+from emdlot.evaluation.explain_figures import build_explanations, firm_figure, saved_explanations
 from emdlot.evaluation.tables import format_table
 from emdlot.schema import CLASSES, SECTION_LABELS, SECTIONS
 
@@ -145,18 +145,9 @@ def _find_extractions(out: Path, extractions) -> pd.DataFrame | None:
     return pd.concat([pd.read_parquet(p) for p in found], ignore_index=True).drop_duplicates(["firm_id", "section"])
 
 
-def _explanations(out: Path, runs: list[InterpretedRun], folder: Path, financial, macro) -> dict[str, Path]:
+def _explanations(runs: list[InterpretedRun], folder: Path, financial, macro) -> dict[str, Path]:
     """Figures 7-9 and Table D.1: reused when the train flow already built them from these runs."""
-    summary = folder / "explanations.json"
-    wanted = [{"model": r.model, "split": int(r.split), "seed": int(r.seed), "firms": int(len(r.firm_id))} for r in runs]
-    if summary.exists() and json.loads(summary.read_text(encoding="utf-8")).get("runs") == wanted:
-        names = {"figure7_png": "figure7_modality_chapter.png", "figure8_png": "figure8_cluster_features.png",
-                 "figure9_png": "figure9_macro_features.png", "tableD1_md": "tableD1_clusters.md",
-                 "tableD1_csv": "tableD1_clusters.csv", "summary_json": "explanations.json"}
-        paths = {k: folder / v for k, v in names.items() if (folder / v).exists()}
-        if {"figure7_png", "figure8_png", "tableD1_csv"} <= set(paths):
-            return paths
-    return build_explanations(runs, folder, financial, macro)
+    return saved_explanations(runs, folder) or build_explanations(runs, folder, financial, macro)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -272,7 +263,7 @@ def write_report(train_out_dir: str | Path, report_path: str | Path | None = Non
     folder = out / "explanations"
     toc = ["<li><a href='#metrics'>Performance on the test firms</a></li>"]
     if runs:
-        paths = _explanations(out, runs, folder, financial_features, macro_features)
+        paths = _explanations(runs, folder, financial_features, macro_features)
         sections += [_explanation_section(paths), _cluster_section(paths)]
         toc += ["<li><a href='#attention'>What the model looks at</a></li>", "<li><a href='#clusters'>Cluster phenotypes</a></li>"]
         flagged = flag_issuers(runs, max_flagged)

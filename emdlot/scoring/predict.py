@@ -13,8 +13,10 @@ to 1). Quarters are counted back from the firm's latest scored quarter, Q-1.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,7 +31,7 @@ from emdlot.data.sequences import keep_last
 from emdlot.model.emdlot import Interpretation
 from emdlot.runs.package import Scorer, score_frame
 from emdlot.schema import PROBABILITY_COLUMNS
-from emdlot.scoring.model import ModelLoadError, resolve_model
+from emdlot.scoring.model import ModelLoadError, ResolvedModel, resolve_model
 from emdlot.scoring.text import plan_text, text_features_for
 from emdlot.text.io import find_prospectus, read_prospectus
 
@@ -166,11 +168,10 @@ class InputError(ValueError):
     """Bad input; each line of the message is printed as one error line."""
 
 
-def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, uri: str,
-                   batch_firms: int = DEFAULT_BATCH_FIRMS, start_ray=None) -> tuple[pd.DataFrame, dict]:
-    """Score every firm of a contract folder (labels not needed) with a registered or packaged model, in the
-    active MLflow run: the output table (one row per firm) and the counts. `start_ray()` is called only
-    when text features must be made."""
+@contextmanager
+def _scorer(model_uri: str, uri: str) -> Iterator[tuple[ResolvedModel, Scorer]]:
+    """The model and its Scorer (a one-line ModelLoadError when its package cannot be loaded); a downloaded
+    copy is removed after the block."""
     model = resolve_model(model_uri, uri)
     try:
         try:
@@ -178,12 +179,29 @@ def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, 
         except (OSError, ValueError, RuntimeError, KeyError) as err:
             raise ModelLoadError(f"model {model_uri}: its package cannot be loaded: {type(err).__name__}: "
                                  f"{(str(err).splitlines() or [''])[0][:300]}") from None
+        yield model, scorer
+    finally:
+        model.cleanup()
+
+
+def _plan(input_dir: Path, scorer: Scorer, as_of: pd.Timestamp | None) -> tuple[InputTables, ScoringPlan]:
+    """The folder's tables checked against the contract (labels not needed; every violation one line of an
+    InputError) and planned for this model."""
+    tables, violations = check_inputs(input_dir, require_labels=False)
+    if violations or tables is None:
+        raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:",
+                                    *(str(v) for v in violations)]))
+    return tables, plan_scoring(tables, scorer.meta, as_of)
+
+
+def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, uri: str,
+                   batch_firms: int = DEFAULT_BATCH_FIRMS, start_ray=None) -> tuple[pd.DataFrame, dict]:
+    """Score every firm of a contract folder (labels not needed) with a registered or packaged model, in the
+    active MLflow run: the output table (one row per firm) and the counts. `start_ray()` is called only
+    when text features must be made."""
+    with _scorer(model_uri, uri) as (model, scorer):
         mlflow.set_tags({f"model.{k}": v for k, v in model.details.items()})
-        tables, violations = check_inputs(input_dir, require_labels=False)
-        if violations or tables is None:
-            raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:",
-                                        *(str(v) for v in violations)]))
-        plan = plan_scoring(tables, scorer.meta, as_of)
+        tables, plan = _plan(input_dir, scorer, as_of)
         text = None
         if scorer.text_model is not None and scorer.config.model.use_text and tables.prospectus is not None and plan.scorable:
             text_plan = plan_text(scorer.text_model)  # before any work: a missing BERT is a one-line error
@@ -194,8 +212,6 @@ def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, 
             text = text_features_for(read_prospectus(find_prospectus(input_dir)), plan.scorable, text_plan)
             tracking.log_table(text.firms, "text", "text_status.csv")
         frame = score_plan(scorer, plan, None if text is None else text.features, batch_firms)
-    finally:
-        model.cleanup()
     return frame, outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum())}
 
 
@@ -205,13 +221,8 @@ def interpret_firm(model_uri: str, input_dir: Path, firm_id: str, uri: str, as_o
     unknown), for emdlot.evaluation.explain.explain_firm. InputError when the firm cannot be scored."""
     from emdlot.evaluation.explain import InterpretedRun
 
-    model = resolve_model(model_uri, uri)
-    try:
-        scorer = Scorer(model.folder)
-        tables, violations = check_inputs(input_dir, require_labels=False)
-        if violations or tables is None:
-            raise InputError("\n".join([f"{len(violations)} data contract violation(s) in {input_dir}:", *(str(v) for v in violations)]))
-        plan = plan_scoring(tables, scorer.meta, as_of)
+    with _scorer(model_uri, uri) as (_, scorer):
+        tables, plan = _plan(input_dir, scorer, as_of)
         if firm_id not in plan.firms:
             raise InputError(f"firm {firm_id!r} is not in {input_dir}")
         if firm_id in plan.rejected:
@@ -222,7 +233,5 @@ def interpret_firm(model_uri: str, input_dir: Path, firm_id: str, uri: str, as_o
                 start_ray()
             text = text_features_for(read_prospectus(find_prospectus(input_dir)), [firm_id], plan_text(scorer.text_model)).features
         arrays, interp = scorer.interpret(plan.rows[plan.rows["firm_id"] == firm_id], text)
-    finally:
-        model.cleanup()
     return InterpretedRun(interp, arrays.firm_id, arrays.y, arrays.mask, arrays.text_mask, scorer.meta.feature_names,
                           model="EMDLOT", split=0, seed=0)
