@@ -49,7 +49,7 @@ class QuantileScaler(nn.Module):
         transformer.fit(np.asarray(values, dtype=np.float64))
         quantiles = transformer.quantiles_
         if len(quantiles) < q:  # fewer rows than levels: scikit-learn used fewer; resample its curve onto ours
-            quantiles = np.maximum.accumulate(np.stack([np.interp(self.levels.numpy(), transformer.references_, column)
+            quantiles = np.maximum.accumulate(np.stack([np.interp(self.levels.cpu().numpy(), transformer.references_, column)
                                                         for column in quantiles.T], axis=1), axis=0)
         self.quantiles.copy_(torch.from_numpy(quantiles))
         self.fitted.fill_(True)
