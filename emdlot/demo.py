@@ -17,12 +17,12 @@ import torch
 from emdlot import tracking
 from emdlot.config import ConfigError, PrepareConfig, SynthConfig
 from emdlot.data.contract import check_inputs
+from emdlot.data.io import write_table
 from emdlot.data.prepare import prepare
 from emdlot.ray_init import init_ray
 from emdlot.runs.evaluate import EvaluationSpec, evaluate
 from emdlot.runs.protocol import ProtocolSettings
 from emdlot.runs.ray_train import TrainSettings
-from emdlot.data.io import write_table
 from emdlot.scoring.predict import describe_counts, predict_folder
 from emdlot.synth import generate, write_dataset
 from emdlot.text.config import load_embed_config

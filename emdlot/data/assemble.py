@@ -158,11 +158,12 @@ def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | Non
     manifest = pd.read_csv(dataset / MANIFEST_FILE, dtype={"firm_id": str}).set_index("firm_id")
     split = manifest["split"].reindex(sequences.firm_id).to_numpy()
     out = {name: sequences.subset(np.flatnonzero(split == name)) for name in ("train", "val", "test")}
-    union = SequenceArrays.concat(out["train"], out["val"])
-    if with_train_val:
-        out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed) if balance else union
-    if folds:
-        out |= cv_folds(union, folds, cfg.smote_k_neighbors, cfg.seed, balance)
+    if with_train_val or folds:
+        union = SequenceArrays.concat(out["train"], out["val"])
+        if with_train_val:
+            out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed) if balance else union
+        if folds:
+            out |= cv_folds(union, folds, cfg.smote_k_neighbors, cfg.seed, balance)
     if balance:
         out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed)
     return out

@@ -78,8 +78,8 @@ class EMDLOT(nn.Module):
             self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
         if config.use_summary:
             self.summary_encoder = mlp(SUMMARY_STATS * num_features, hidden, hidden, config.dropout)
-            if config.summary_scaling == "quantile":
-                self.summary_scaler = QuantileScaler(SUMMARY_STATS * num_features, SUMMARY_QUANTILES)
+        self.summary_scaler = (QuantileScaler(SUMMARY_STATS * num_features, SUMMARY_QUANTILES)
+                               if config.use_summary and config.summary_scaling == "quantile" else None)
         self.modalities = [m for m, used in zip(MODALITIES, (True, config.use_text, config.use_summary)) if used]
         if len(self.modalities) > 1:
             self.modality_attention = AdditiveAttention(hidden, hidden, config.modal_temperature, num_item_vectors=len(self.modalities), uniform=uniform)
@@ -100,7 +100,7 @@ class EMDLOT(nn.Module):
     def fit_input_scaling(self, train: Batch) -> None:
         """Fit what the model reads from its training firms before training (the summary's quantiles);
         the result lives in buffers, so it is saved and loaded with the weights."""
-        if hasattr(self, "summary_scaler"):
+        if self.summary_scaler is not None:
             self.summary_scaler.fit(train["summary"].cpu().numpy())
 
     @property
@@ -139,9 +139,7 @@ class EMDLOT(nn.Module):
             items.append(z_text)
             present.append(text_mask.any(dim=1))  # a firm without any section: text modality masked
         if self.config.use_summary:
-            summary = batch["summary"]
-            if hasattr(self, "summary_scaler"):
-                summary = self.summary_scaler(summary)
+            summary = batch["summary"] if self.summary_scaler is None else self.summary_scaler(batch["summary"])
             items.append(self.summary_encoder(summary))
             present.append(always)
         modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)

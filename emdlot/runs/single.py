@@ -6,7 +6,7 @@ scored only when the caller asks, once, at the end of a final run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -82,15 +82,15 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
     history goes to `history.refit`); with `train.epoch_folds`, the epoch count comes from
     `cross_validated_epochs` instead of that first fit. `checkpoint`/`resume` carry the run across an
     interruption."""
-    if config.train.epoch_folds and (resume is None or resume.phase == "fit"):
+    if resume is not None and resume.phase == "refit":
+        fitted, history = None, resume.fitted
+    elif config.train.epoch_folds:
         fitted, history = None, cross_validated_epochs(parts, config, seed, on_epoch)
-    elif resume is None or resume.phase == "fit":
+    else:
         fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch,
                      checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("fit", s)),
                      resume=None if resume is None else resume.state)
         history = fitted.history
-    else:
-        fitted, history = None, resume.fitted
     if not config.train.refit_on_val:
         return fitted
     if "train_val" not in parts:
@@ -100,6 +100,9 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
                 resume=resume.state if resume is not None and resume.phase == "refit" else None)
     history.refit = refit.history
     return FitResult(model=refit.model, history=history)
+
+
+_MEAN_FIELDS = [f.name for f in fields(EpochRecord) if f.name not in ("epoch", "val_metrics", "seconds")]  # losses, scores
 
 
 def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
@@ -119,9 +122,7 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
         metrics = {key: float(np.mean([r.val_metrics[key] for r in records])) for key in records[0].val_metrics}
         metrics["n_predicted_classes"] = min(r.val_metrics["n_predicted_classes"] for r in records)
         record = EpochRecord(epoch=records[0].epoch, val_metrics=metrics, seconds=sum(r.seconds for r in records),
-                             **{key: float(np.mean([getattr(r, key) for r in records]))
-                                for key in ("train_loss", "train_cross_entropy", "train_distribution", "train_separation",
-                                            "val_score", "stop_score")})
+                             **{key: float(np.mean([getattr(r, key) for r in records])) for key in _MEAN_FIELDS})
         history.epochs.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -42,6 +42,8 @@ TOP_DRIVERS = 3
 DEFAULT_BATCH_FIRMS = 5000
 OUTPUT_COLUMNS = ["firm_id", *PROBABILITY_COLUMNS, "predicted_class", "cluster", "has_text", "top_drivers",
                   "quarters", "last_date", "status", "reason"]
+
+
 @dataclass
 class ScoringPlan:
     """Which firms of a folder are scored (and their contract rows) and which are rejected, and why."""

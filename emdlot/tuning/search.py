@@ -9,12 +9,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import optuna
 import pandas as pd
+import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
+from emdlot import tracking
 from emdlot.training.config import EMDLOTConfig
 from emdlot.tuning.space import grid_top, paper_optimum, tune_space
 from emdlot.tuning.trial import OBJECTIVE, TrialContext, run_trial
@@ -107,11 +110,6 @@ def best_config(frame: pd.DataFrame, base: EMDLOTConfig) -> tuple[EMDLOTConfig, 
 def record_best(frame: pd.DataFrame, base: EMDLOTConfig, out: Path) -> tuple[EMDLOTConfig, pd.Series]:
     """`best_config`, written to out/best_config.yaml and logged to the active MLflow run (the file, and
     the winning values and trial as `best.*` tags)."""
-    import mlflow
-    import yaml
-
-    from emdlot import tracking
-
     best, row = best_config(frame, base)
     out.mkdir(parents=True, exist_ok=True)
     (out / "best_config.yaml").write_text(yaml.safe_dump(best.model_dump(), sort_keys=False))
