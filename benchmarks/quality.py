@@ -67,15 +67,13 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
 
 def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict:
     _threads()
-    from emdlot.data.assemble import assemble
-    from emdlot.runs import train_and_score
+    from emdlot.runs import assemble_for, train_and_score
     from emdlot.training.config import load_emdlot_config
 
     config = load_emdlot_config(files("emdlot") / "configs" / "demo_model.yaml").with_params(
         {"use_text": False, "progress": False, **params})
     started = time.perf_counter()
-    parts = assemble(dataset, with_train_val=config.train.refit_on_val, balance=config.train.balance == "smote",
-                     folds=config.train.epoch_folds)
+    parts = assemble_for(config, dataset)
     result = train_and_score(parts, config, seed, score_test=True)
     return {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
             "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),

@@ -9,6 +9,7 @@ import torch
 from emdlot.data.arrays import SequenceArrays
 from emdlot.model import EMDLOT, MODALITIES, to_batch
 from emdlot.runs import train_and_score
+from emdlot.runs.single import score
 from emdlot.training.config import EMDLOTConfig, training_variants, with_variant
 
 from test_training import TEST, TRAIN, TINY, VAL
@@ -93,6 +94,9 @@ def test_refit_trains_on_training_and_validation_firms_for_the_early_stopped_epo
     assert len(refit.history.refit.epochs) == refit.history.best_epoch
     assert refit.val_score == plain.val_score  # validation numbers are the early-stopped model's
     assert not np.allclose(refit.test_proba, plain.test_proba)  # the model scored on test is the refit
+    trial = train_and_score({**parts, "train_val": poisoned(parts["train_val"])}, config, seed=3, refit=False)
+    assert trial.history.refit is None and trial.val_score == plain.val_score  # a tuning trial stops before it
+    np.testing.assert_array_equal(score(trial.model, TEST, config)[2], plain.test_proba)
 
 
 @pytest.mark.parametrize("refit", [False, True])
@@ -170,6 +174,37 @@ def test_cross_validated_epochs_average_the_folds_and_fix_the_refit_length():
     assert len(result.history.refit.epochs) == result.history.best_epoch  # the refit on all the firms
     auc = np.mean([f.epochs[result.history.best_epoch - 1].val_metrics["auc"] for f in folds])
     assert result.val_metrics.auc == pytest.approx(auc)  # validation numbers are the folds' mean
+    trial = train_and_score({**parts, "train_val": poisoned(union)}, config, seed=3, refit=False)
+    assert trial.model is None and trial.history.refit is None and trial.val_score == result.val_score
+
+
+@pytest.fixture(scope="module")
+def prepared_dataset(tmp_path_factory, paper_inputs) -> Path:
+    from emdlot.config import PrepareConfig
+    from emdlot.data.prepare import prepare
+
+    out = tmp_path_factory.mktemp("runs_dataset")
+    prepare(paper_inputs, out, PrepareConfig())
+    return out
+
+
+@pytest.mark.parametrize("params, keys", [
+    ({}, {"train", "val", "test"}),
+    ({"refit_on_val": True}, {"train", "val", "test", "train_val"}),
+    ({"refit_on_val": True, "epoch_folds": 2}, {"train", "val", "test", "train_val", "cv1_train", "cv1_val", "cv2_train", "cv2_val"}),
+])
+def test_assemble_for_reads_the_parts_a_configuration_needs(prepared_dataset, params, keys):
+    from emdlot.data.assemble import assemble
+    from emdlot.runs import assemble_for
+
+    config = FAST.with_params(params)
+    parts = assemble_for(config, prepared_dataset)
+    assert set(parts) == keys
+    real = assemble(prepared_dataset, balance=False)
+    assert len(parts["train"]) > len(real["train"])  # SMOTE'd: the recipe's balance
+    weighted = assemble_for(config.with_params({"balance": "class_weight"}), prepared_dataset)
+    assert len(weighted["train"]) == len(real["train"])
+    assert len(assemble_for(config.with_params({"balance": "class_weight"}), prepared_dataset, balance=True)["train"]) == len(parts["train"])
 
 
 def test_cv_folds_are_stratified_disjoint_seeded_and_smote_stays_inside_each_fold():

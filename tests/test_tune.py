@@ -179,12 +179,14 @@ def test_bad_invocations_fail_in_one_line(tiny_search, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1 and "base.yaml" in err and "hiden" in err
 
 
-def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on(tiny_search, tmp_path):
+def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on_with_cv_epochs_in_the_base(tiny_search, tmp_path):
     space = tmp_path / "space.yaml"  # a width of 0 is refused when the trial builds its configuration
     space.write_text("feature_embed_size: {choice: [0, 4]}\nlearning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    base = tmp_path / "base.yaml"  # and a base whose trials choose their epoch count by 2-fold CV (it needs the folds)
+    base.write_text(TINY_BASE.replace("kmeans_n_init: 1}", "kmeans_n_init: 1, refit_on_val: true, epoch_folds: 2}"))
     out = tmp_path / "search_fail"
     args = _args(tiny_search, out, 4)
-    args[args.index("--space") + 1] = str(space)
+    args[args.index("--space") + 1], args[args.index("--config") + 1] = str(space), str(base)
     assert flow.main(args) == 0
     parent_id = json.loads((out / "search.json").read_text())["parent_run_id"]
     client, children = _children(tiny_search, parent_id)
@@ -192,7 +194,9 @@ def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on(tiny_searc
     zero_width = [run for run in children if run.data.params.get("model.feature_embed_size") in (None, "0")]
     assert len(children) == 4 and len(failed) == len(zero_width) >= 1
     assert all("feature_embed_size" in run.data.tags["error"] for run in failed)
-    assert any(run.info.status == "FINISHED" for run in children)  # the first trial (the base's width 4) and others ran
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    assert finished  # the first trial (the base's width 4) and others ran
+    assert all(run.data.params["train.epoch_folds"] == "2" and "final_val_composite" in run.data.metrics for run in finished)
     assert (out / "best_config.yaml").exists()
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from emdlot import tracking
 from emdlot.config import PrepareConfig
-from emdlot.data.assemble import META_FILE, assemble, read_meta
+from emdlot.data.assemble import META_FILE, read_meta
 from emdlot.data.contract import load_inputs
 from emdlot.data.prepare import prepare
 from emdlot.data.scoring import contract_rows
@@ -29,6 +29,7 @@ from emdlot.runs.log import dataset_lineage, log_outcome
 from emdlot.runs.package import log_package, write_package
 from emdlot.runs.protocol import PAPER_SEEDS, Outcome, ProtocolSettings, baseline_runs, emdlot_runs, prediction_rows
 from emdlot.runs.ray_train import TrainSettings
+from emdlot.runs.single import assemble_for
 from emdlot.text.config import load_embed_config
 from emdlot.text.io import find_prospectus, read_prospectus, read_split
 from emdlot.text.outputs import FEATURES_FILE, save_outputs
@@ -70,14 +71,13 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
         say(f"split {number}/{spec.splits} (seed {split})")
         dataset = spec.data.resolve() if spec.data else prepare_split(spec, split, say)
         text = embed_split(spec, dataset, say) if spec.embed else spec.text_features.resolve() if spec.text_features else None
-        parts = assemble(dataset, text, with_train_val=spec.config.train.refit_on_val, folds=spec.config.train.epoch_folds)
+        parts = assemble_for(spec.config, dataset, text, balance=True)  # the baselines always read SMOTE'd firms
         lineage = dataset_lineage(dataset, text, parts)
         meta = read_meta(dataset)
         macro_columns = [meta.feature_names.index(c) for c in meta.macro_features]
         configs = {"EMDLOT": spec.config} | {name: spec.config.ablation(name) for name in spec.protocol.ablations}
         test = parts["test"]
-        own = parts if spec.config.train.balance == "smote" else assemble(  # EMDLOT on the real firms, weighted
-            dataset, text, balance=False, with_train_val=spec.config.train.refit_on_val, folds=spec.config.train.epoch_folds)
+        own = parts if spec.config.train.balance == "smote" else assemble_for(spec.config, dataset, text)  # real firms, weighted
         runs = chain(emdlot_runs(configs, own, split, spec.train, spec.protocol,
                                  run_name=lambda m, s: f"{spec.run_prefix}{m}-split{split}-seed{s}"),
                      baseline_runs(parts, split, macro_columns, spec.protocol))

@@ -13,6 +13,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from emdlot.data.arrays import SequenceArrays
+from emdlot.data.assemble import assemble
 from emdlot.evaluation.metrics import ClassificationMetrics
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
@@ -27,7 +28,7 @@ RUN_STATE_FILE = "run_state.json"
 class RunResult:
     config: EMDLOTConfig
     seed: int
-    model: EMDLOT
+    model: EMDLOT | None  # None: a tuning trial's cross-validated epoch count, not refitted
     history: History
     val_metrics: ClassificationMetrics
     val_score: float  # composite objective on the validation firms (with the three-class penalty)
@@ -74,14 +75,24 @@ class RunState:
         return cls(phase=body["phase"], state=FitState.load(folder), fitted=fitted)
 
 
+def assemble_for(config: EMDLOTConfig, dataset: str | Path, text_features=None,
+                 balance: bool | None = None) -> dict[str, SequenceArrays]:
+    """The parts a run of `config` reads from a prepared dataset: SMOTE'd training firms when its balance is
+    "smote" (or as `balance` says), "train_val" for a refit, the cross-validation folds for `epoch_folds`."""
+    return assemble(dataset, text_features, balance=config.train.balance == "smote" if balance is None else balance,
+                    with_train_val=config.train.refit_on_val, folds=config.train.epoch_folds)
+
+
 def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
             on_epoch: Callable[[EpochRecord], None] | None = None,
-            checkpoint: Callable[[RunState], None] | None = None, resume: RunState | None = None) -> FitResult:
+            checkpoint: Callable[[RunState], None] | None = None, resume: RunState | None = None,
+            refit: bool = True) -> FitResult:
     """Fit on parts["train"], early-stop on parts["val"]; with `train.refit_on_val`, then train a second
     model (same seed) on parts["train_val"] for the best epoch count, which replaces the first (its
     history goes to `history.refit`); with `train.epoch_folds`, the epoch count comes from
     `cross_validated_epochs` instead of that first fit. `checkpoint`/`resume` carry the run across an
-    interruption."""
+    interruption. `refit=False` stops once the epoch count is chosen: a tuning trial is scored on that
+    choice alone, so the refit would be work nobody reads (with folds there is then no model)."""
     if resume is not None and resume.phase == "refit":
         fitted, history = None, resume.fitted
     elif config.train.epoch_folds:
@@ -91,8 +102,8 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
                      checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("fit", s)),
                      resume=None if resume is None else resume.state)
         history = fitted.history
-    if not config.train.refit_on_val:
-        return fitted
+    if not (config.train.refit_on_val and refit):
+        return FitResult(model=fitted.model if fitted else None, history=history)
     if "train_val" not in parts:
         raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
     refit = fit(parts["train_val"], parts["val"], config, seed, epochs=history.best_epoch,
@@ -146,6 +157,6 @@ def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLO
 
 
 def train_and_score(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, score_test: bool = False,
-                    on_epoch: Callable[[EpochRecord], None] | None = None) -> RunResult:
+                    on_epoch: Callable[[EpochRecord], None] | None = None, refit: bool = True) -> RunResult:
     """One whole run in this process: `fit_run`, then `score_run`."""
-    return score_run(fit_run(parts, config, seed, on_epoch=on_epoch), parts, config, seed, score_test)
+    return score_run(fit_run(parts, config, seed, on_epoch=on_epoch, refit=refit), parts, config, seed, score_test)

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 from ray import tune
 
-from emdlot.data.assemble import assemble
-from emdlot.runs import train_and_score
+from emdlot.runs import assemble_for, train_and_score
 from emdlot.tracking import flatten
 from emdlot.training.config import EMDLOTConfig
 
@@ -56,7 +55,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         state["max_epochs"] = config.train.max_epochs
         for key, value in flatten(config.model_dump() | {"seed": ctx.seed}).items():
             client.log_param(run_id, key, value)
-        parts = assemble(ctx.dataset, ctx.text_features, balance=config.train.balance == "smote")
+        parts = assemble_for(config, ctx.dataset, ctx.text_features)
         parts.pop("test")  # tuning never sees the test firms
         best = float("-inf")
 
@@ -70,7 +69,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
                 client.log_metric(run_id, key, value, step=record.epoch)
             tune.report(metrics | {"epoch": record.epoch})
 
-        result = train_and_score(parts, config, ctx.seed, on_epoch=report)
+        result = train_and_score(parts, config, ctx.seed, on_epoch=report, refit=False)
         for key, value in result.summary().items():
             client.log_metric(run_id, f"final_{key}", float(value))
         client.set_terminated(run_id, "FINISHED")
