@@ -3,14 +3,15 @@ two shortcut models, on repeated stratified splits; Tables 6 to 8 with intervals
 
     python flows/train.py --input DIR [--splits K] [--config best_config.yaml] [--embed | --text-features FILE]
         [--data DATASET] [--seeds 10] [--max-seeds 20] [--baselines all|none|NAME,...] [--no-ablations]
-        [--max-concurrent K] [--gpu] [--out OUT] [--tracking-uri URI]
+        [--max-concurrent K] [--package seed_average|best] [--gpu] [--out OUT] [--tracking-uri URI]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python flows/train.py --input /abs/DIR ...
 
 Each split is `emdlot prepare` of the same input folder with its own seed (86, 127, 71, ... from the paper's
 seeds); with --embed the text features are made per split (PCA on that split's training firms; the cache
 makes the texts themselves be read once). One MLflow parent run (experiment emdlot-train) with a nested run
-per model, split and seed; tables, figures and the prediction table as artifacts; the EMDLOT run with the best
-validation score (never the test score) is packaged and registered as model `emdlot`.
+per model, split and seed; tables, figures and the prediction table as artifacts; the split whose best EMDLOT
+run has the best validation score (never the test score) gives the model registered as `emdlot`: the mean of
+its first --seeds seeds (default), or that run alone (--package best).
 """
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seeds", type=int, default=20, help="most seeds a model may draw to reach --seeds valid runs")
     p.add_argument("--baselines", default="all", help="all, none, or comma-separated names of: " + ", ".join(BASELINES))
     p.add_argument("--no-ablations", action="store_true", help="skip ABL1-ABL3")
-    p.add_argument("--no-register", action="store_true", help="log the best EMDLOT's package without registering it")
+    p.add_argument("--no-register", action="store_true", help="log the EMDLOT package without registering it")
+    p.add_argument("--package", choices=["seed_average", "best"], default="seed_average",
+                   help="package the best-on-validation split's first --seeds seeds as one ensemble, or its best run alone")
     p.add_argument("--max-concurrent", type=int, default=2, help="EMDLOT runs at once (one Ray Train trainer each)")
     p.add_argument("--max-failures", type=int, default=2, help="restarts of a Train worker from its last checkpoint")
     p.add_argument("--gpu", action="store_true", help="one GPU per Train worker")
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace, protocol: ProtocolSettings, config, prepare_co
             train=TrainSettings(storage=out / "ray_train", use_gpu=args.gpu, max_failures=args.max_failures,
                                 max_concurrent=args.max_concurrent),
             splits=args.splits, data=args.data, embed=args.embed, embed_config=args.embed_config,
-            text_features=args.text_features, n_boot=args.n_boot, register_as=None if args.no_register else "emdlot",
+            text_features=args.text_features, n_boot=args.n_boot, register_as=None if args.no_register else "emdlot", package=args.package,
             run_prefix=f"{parent.info.run_id[:8]}-")
         result = evaluate(spec, say=lambda line: print(f"train: {line}", flush=True))
         seconds = time.perf_counter() - started

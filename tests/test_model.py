@@ -233,6 +233,24 @@ def test_values_at_padded_positions_are_never_seen():
     assert torch.isfinite(build().eval()(batch).probs).all()
 
 
+def test_a_seed_ensembles_interpretation_averages_probabilities_and_maps_and_keeps_the_leads_clusters():
+    from emdlot.model import Interpretation
+
+    batch = to_batch(random_arrays(12, seed=4))
+    members = []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        members.append(EMDLOT(ModelConfig(**SMALL), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM).eval().interpret(batch))
+    mean = Interpretation.average(members)
+    np.testing.assert_allclose(mean.probabilities, np.mean([m.probabilities for m in members], axis=0))
+    assert np.array_equal(mean.predicted_class, mean.probabilities.argmax(axis=1))
+    np.testing.assert_allclose(mean.temporal_weights.sum(axis=1), 1.0, atol=1e-5)  # still a distribution per firm
+    np.testing.assert_allclose(mean.feature_attention, np.mean([m.feature_attention for m in members], axis=0))
+    assert mean.cluster is members[0].cluster and mean.cluster_membership is members[0].cluster_membership
+    assert not np.allclose(members[0].probabilities, members[1].probabilities)  # the seeds differ
+    assert Interpretation.average(members[:1]) is members[0]
+
+
 def test_quantile_scaler_is_scikit_learns_quantile_transformer_and_identity_until_fitted():
     from sklearn.preprocessing import QuantileTransformer
 

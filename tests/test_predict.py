@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import ray
+import torch
 
 from emdlot import tracking
 from emdlot.config import PrepareConfig, SynthConfig
@@ -66,6 +67,28 @@ def package(tmp_path_factory, local_ray):
         log_package(folder, example, registered_name="emdlot")
     return {"root": root, "uri": uri, "folder": folder, "run_id": run.info.run_id,
             "text": pd.read_parquet(root / "text" / FEATURES_FILE)}
+
+
+def test_a_seed_ensemble_package_scores_the_mean_of_its_members_and_a_rewrite_drops_old_members(package, tmp_path):
+    from emdlot.model import EMDLOT
+
+    lead = Scorer(package["folder"])
+    config, root = lead.config, package["root"]
+    torch.manual_seed(7)
+    other = EMDLOT(config.model, num_features=len(lead.meta.feature_names)).eval()
+    folder = write_package(tmp_path / "ensemble", [lead.models[0], other], config, root / "ds")
+    single = write_package(tmp_path / "other", other, config, root / "ds")
+    rows = contract_rows(load_inputs(root / "in"))
+    rows = rows[rows["firm_id"].isin(["F00000", "F00002", "F00005"])]
+    ensemble = Scorer(folder)
+    assert len(ensemble.models) == 2
+    columns = ["p_Performing", "p_Extended", "p_Defaulted"]
+    scores = [Scorer(f).score(rows)[columns].to_numpy() for f in (package["folder"], single)]
+    scored = ensemble.score(rows)
+    np.testing.assert_allclose(scored[columns].to_numpy(), np.mean(scores, axis=0), atol=1e-6)
+    assert list(scored["cluster"]) == list(Scorer(package["folder"]).score(rows)["cluster"])  # the lead's clusters
+    write_package(folder, other, config, root / "ds")  # the same folder, now one model
+    assert len(Scorer(folder).models) == 1 and not list(folder.glob("member-*"))
 
 
 def subset_folder(src: Path, out: Path, firms: list[str]) -> Path:

@@ -12,6 +12,7 @@ from emdlot.evaluation.tables import (
     confusion,
     per_class_recall,
     run_metrics,
+    seed_average,
     select_runs,
     shortcut_check,
     table6,
@@ -184,6 +185,22 @@ def test_table6_interval_is_centred_on_the_mean_with_a_paper_sized_minority():
     for m in METRICS:
         position = (row[f"{m}_mean"] - row[f"{m}_lo"]) / (row[f"{m}_hi"] - row[f"{m}_lo"])
         assert 0.3 < position < 0.7, (m, position)
+
+
+def test_seed_average_is_the_mean_of_each_models_first_seeds_per_split_valid_or_not():
+    predictions = synthetic({"EMDLOT": ("emdlot", 1.0), "ABL1": ("ablation", 0.5), "XGBoost": ("baseline", 2.0)},
+                            splits=(1, 2), seeds=3, invalid={("EMDLOT", 1, 0)})
+    averaged = seed_average(predictions, n=2)
+    assert sorted(averaged["model"].unique()) == ["ABL1 (seed average)", "EMDLOT (seed average)"]  # no baseline
+    assert len(averaged) == 2 * 2 * 78 and (averaged["seed"] == -1).all()
+    one = averaged[(averaged["model"] == "EMDLOT (seed average)") & (averaged["split"] == 1)].set_index("firm_id")
+    runs = predictions[(predictions["model"] == "EMDLOT") & (predictions["split"] == 1)]
+    expected = runs[runs["seed_rank"] < 2].groupby("firm_id")[P_COLS].mean()  # the invalid seed counts; the third does not
+    np.testing.assert_allclose(one.loc[expected.index, P_COLS].to_numpy(), expected.to_numpy())
+    t6 = table6(averaged, run_metrics(averaged), n_boot=20, rule="unselected", n=1).set_index("model")
+    assert (t6["runs"] == 2).all()  # one ensemble per split
+    single = table6(predictions, run_metrics(predictions), n_boot=0, rule="unselected", n=2).set_index("model")
+    assert t6.loc["EMDLOT (seed average)", "auc_mean"] > single.loc["EMDLOT", "auc_mean"]  # averaging noise helps
 
 
 def test_table6_keeps_a_model_without_valid_runs():

@@ -35,6 +35,27 @@ def fake_runs(valid_by_model: dict[str, list[bool]]):
     return run
 
 
+def test_the_package_is_the_split_with_the_best_validation_run_and_other_models_are_let_go():
+    from types import SimpleNamespace
+
+    from emdlot.runs.evaluate import Chosen, _choose
+
+    def split(*scores):
+        return Chosen([Outcome("EMDLOT", "emdlot", 86, r, result=SimpleNamespace(val_score=v)) for r, v in enumerate(scores)],
+                      Path("ds"), None, np.zeros(1))
+
+    first, second, third = split(0.4, 0.6), split(0.7, 0.2, 0.5), split(0.7, 0.9)
+    chosen = _choose(None, first, "seed_average")
+    assert [o.result.val_score for o in chosen.runs] == [0.6, 0.4]  # the best first
+    chosen = _choose(chosen, second, "seed_average")
+    assert chosen.runs == sorted(second.runs, key=lambda o: -o.result.val_score)
+    assert all(o.result is None for o in first.runs)  # the earlier split's models are let go
+    assert _choose(chosen, split(0.7), "seed_average") is chosen  # a tie keeps the earlier split
+    best = _choose(None, third, "best")
+    assert [o.seed_rank for o in best.runs] == [1] and third.runs[0].result is None
+    assert _choose(best, Chosen([], Path("ds"), None, np.zeros(1)), "best") is best  # a split without a finished run
+
+
 def test_the_paper_rule_replaces_invalid_runs_with_the_next_seeds_and_stops_at_the_cap():
     settings = ProtocolSettings(n_valid=3, seeds=3, max_seeds=5)
     pattern = {"A": [True, True, True, False, False], "B": [True, False, True, False, True], "C": [False] * 5}
@@ -109,7 +130,11 @@ def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_ablation(tr
     assert list(t8["model"]) == ["ABL1", "ABL2", "ABL3", "EMDLOT"]
     md = (tables / "table6_paper.md").read_text()
     assert "shortcut: sequence length" in md and ("no leak seen" in md or "leaks" in md)
-    for name in ("table6_paper.png", "table7_paper.png", "table8_paper.png", "confusion.png", "per_class_recall.png"):
+    averaged = pd.read_csv(tables / "table6_seed_average.csv").set_index("model")
+    assert sorted(averaged.index) == sorted(f"{m} (seed average)" for m in ["EMDLOT", "ABL1", "ABL2", "ABL3"])
+    assert (averaged["runs"] == 1).all()  # one ensemble per split
+    for name in ("table6_paper.png", "table7_paper.png", "table8_paper.png", "confusion.png", "per_class_recall.png",
+                 "table6_seed_average.png"):
         assert (tables / name).stat().st_size > 1000
     # the final EMDLOT runs' own explanations, and the report built from all of it
     assert len(list((root / "out" / "interpretations").glob("EMDLOT-*.npz"))) == len(runs[runs["model"] == "EMDLOT"])
@@ -120,7 +145,7 @@ def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_ablation(tr
 
 
 @pytest.mark.slow
-def test_every_run_is_a_nested_mlflow_run_and_the_best_on_validation_is_registered(trained):
+def test_every_run_is_a_nested_mlflow_run_and_the_best_on_validation_splits_seeds_are_registered(trained):
     root, uri = trained
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("emdlot-train")
@@ -133,18 +158,24 @@ def test_every_run_is_a_nested_mlflow_run_and_the_best_on_validation_is_register
     chosen = next(c for c in emdlot if c.data.tags["seed"] == parent.data.tags["best.seed"])
     # chosen on validation, not on test
     assert chosen.data.metrics["val_composite"] == max(c.data.metrics["val_composite"] for c in emdlot)
+    # the package is that split's two paper seeds, the best on validation first
+    paper_seeds = {c.data.tags["seed"] for c in emdlot if c.data.tags["seed_rank"] in ("0", "1")}
+    packaged = parent.data.tags["package.seeds"].split(",")
+    assert parent.data.tags["package.kind"] == "seed_average" and packaged[0] == chosen.data.tags["seed"]
+    assert set(packaged) == paper_seeds and "package_test_average_precision" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tables")}
     assert "tables/table6_paper.md" in artifacts and "tables/table8_paper.png" in artifacts
 
 
 @pytest.mark.slow
-def test_the_registered_model_reproduces_its_test_predictions_from_raw_contract_files(trained):
+def test_the_registered_seed_ensemble_reproduces_its_members_mean_test_predictions_from_raw_contract_files(trained):
     root, uri = trained
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(tracking_uri=uri)
     version = client.search_model_versions("name = 'emdlot'")[0]
     parent = client.get_run(version.run_id)
-    split, seed = int(parent.data.tags["best.split"]), int(parent.data.tags["best.seed"])
+    split, seeds = int(parent.data.tags["best.split"]), [int(s) for s in parent.data.tags["package.seeds"].split(",")]
+    assert len(seeds) == 2  # a seed ensemble
     model = mlflow.pyfunc.load_model(f"models:/emdlot/{version.version}")
     assert model.metadata.signature is not None
     manifest = pd.read_csv(root / "out" / "splits" / f"seed-{split}" / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
@@ -152,10 +183,12 @@ def test_the_registered_model_reproduces_its_test_predictions_from_raw_contract_
     rows = contract_rows(load_inputs(root / "in"), test.set_index("firm_id")["cutoff"])
     rows = rows[rows["firm_id"].isin(test["firm_id"])]
     scored = model.predict(rows).set_index("firm_id")
-    logged = pd.read_parquet(root / "out" / "predictions.parquet").query("model == 'EMDLOT' and split == @split and seed == @seed")
-    logged = logged.set_index("firm_id").loc[scored.index]
     columns = ["p_Performing", "p_Extended", "p_Defaulted"]
-    np.testing.assert_allclose(scored[columns].to_numpy(), logged[columns].to_numpy(), atol=1e-6)
+    logged = pd.read_parquet(root / "out" / "predictions.parquet").query("model == 'EMDLOT' and split == @split and seed in @seeds")
+    assert logged.groupby("firm_id").size().eq(2).all()
+    mean = logged.groupby("firm_id")[columns].mean().loc[scored.index]  # the mean of the members' test predictions
+    np.testing.assert_allclose(scored[columns].to_numpy(), mean.to_numpy(), atol=1e-6)
+    assert (scored["predicted_class"] == mean.idxmax(axis=1).str.removeprefix("p_")).all()
     # one firm alone, twice, gives the numbers it got inside the batch
     firm = scored.index[len(scored) // 2]
     for _ in range(2):

@@ -61,6 +61,18 @@ class Interpretation:
     cluster_membership: np.ndarray  # (N, K) pi
     cluster: np.ndarray  # (N,) argmax of pi
 
+    @classmethod
+    def average(cls, members: list["Interpretation"]) -> "Interpretation":
+        """A seed ensemble's explanation of the same firms: the members' probabilities and attention maps
+        averaged (each still sums to one per firm), the class those probabilities pick; the clusters are
+        the first member's, since every seed learns its own clusters and their indices do not line up."""
+        if len(members) == 1:
+            return members[0]
+        mean = {name: np.mean([getattr(m, name) for m in members], axis=0) for name in
+                ("probabilities", "feature_attention", "temporal_weights", "chapter_weights", "modality_weights")}
+        return cls(**mean, predicted_class=mean["probabilities"].argmax(axis=1),
+                   cluster_membership=members[0].cluster_membership, cluster=members[0].cluster)
+
 
 class EMDLOT(nn.Module):
     def __init__(self, config: ModelConfig, num_features: int, num_sections: int = len(SECTIONS),

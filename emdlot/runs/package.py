@@ -1,6 +1,7 @@
 """A fitted EMDLOT with everything scoring needs beside it, as an MLflow pyfunc model.
 
-The package is one folder: the weights (safetensors), the run's settings (JSON), the dataset's meta (feature
+The package is one folder: the weights (safetensors; a seed ensemble adds its other members' weights as
+member-1.safetensors, member-2.safetensors, ... and scores with the mean of their probabilities), the run's settings (JSON), the dataset's meta (feature
 order, macro indicators, max_len, prepare settings), the fitted transforms (skops) and, when text was used,
 the text model (text_pca.skops: PCA per section and the embedder it expects). Nothing in it is a pickle,
 and the pyfunc itself is logged as code (`pyfunc_model.py`), not as a pickled object.
@@ -33,16 +34,23 @@ from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import interpret
 
 WEIGHTS_FILE = "model.safetensors"
+MEMBER_FILE = "member-{}.safetensors"  # a seed ensemble's members after the lead (numbered from 1)
 CONFIG_FILE = "emdlot_config.json"
 MODEL_CODE = files("emdlot") / "runs" / "pyfunc_model.py"
 
 
-def write_package(folder: str | Path, model: EMDLOT, config: EMDLOTConfig, dataset: str | Path,
+def write_package(folder: str | Path, model: EMDLOT | list[EMDLOT], config: EMDLOTConfig, dataset: str | Path,
                   text_model: str | Path | None = None) -> Path:
-    """The scoring folder of one fitted model trained on `dataset` (a prepared dataset folder)."""
+    """The scoring folder of one fitted model, or of a seed ensemble (a list, its lead first: the lead's
+    clusters are the ones scoring reports), trained on `dataset` (a prepared dataset folder) with `config`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    for stale in folder.glob(MEMBER_FILE.format("*")):
+        stale.unlink()
+    models = [model] if isinstance(model, EMDLOT) else list(model)
+    for i, member in enumerate(models):
+        save_file({k: v.detach().cpu().contiguous() for k, v in member.state_dict().items()},
+                  str(folder / (MEMBER_FILE.format(i) if i else WEIGHTS_FILE)))
     (folder / CONFIG_FILE).write_text(config.model_dump_json(indent=1), encoding="utf-8")
     for name in (META_FILE, TRANSFORMS_FILE):
         shutil.copy2(Path(dataset) / name, folder / name)
@@ -59,14 +67,18 @@ class Scorer:
         self.meta = read_meta(folder)
         self.config = EMDLOTConfig.model_validate_json((folder / CONFIG_FILE).read_text(encoding="utf-8"))
         self.pipeline = load_pipeline(folder / TRANSFORMS_FILE)
-        self.model = EMDLOT.from_weights(self.config.model, load_file(str(folder / WEIGHTS_FILE)), len(self.meta.feature_names))
+        files = [folder / WEIGHTS_FILE]
+        while (folder / MEMBER_FILE.format(len(files))).exists():
+            files.append(folder / MEMBER_FILE.format(len(files)))
+        self.models = [EMDLOT.from_weights(self.config.model, load_file(str(f)), len(self.meta.feature_names)) for f in files]
         self.text_model = folder / TEXT_MODEL_FILE if (folder / TEXT_MODEL_FILE).exists() else None
 
     def interpret(self, rows: pd.DataFrame, text_features: pd.DataFrame | None = None) -> tuple[SequenceArrays, Interpretation]:
-        """The firms' arrays and the model's own explanation of each (probabilities included)."""
+        """The firms' arrays and the model's own explanation of each (probabilities included); a seed
+        ensemble's is its members' average (`Interpretation.average`)."""
         arrays = scoring_arrays(rows, self.meta, self.pipeline, text_features)
         with torch.inference_mode():
-            return arrays, interpret(self.model, arrays, self.config.train.eval_batch_size)
+            return arrays, Interpretation.average([interpret(m, arrays, self.config.train.eval_batch_size) for m in self.models])
 
     def score(self, rows: pd.DataFrame, text_features: pd.DataFrame | None = None) -> pd.DataFrame:
         return score_frame(*self.interpret(rows, text_features))
