@@ -251,6 +251,34 @@ def test_a_seed_ensembles_interpretation_averages_probabilities_and_maps_and_kee
     assert Interpretation.average(members[:1]) is members[0]
 
 
+def test_cross_layers_multiply_the_inputs_into_every_layer_and_zero_layers_change_nothing():
+    from emdlot.model.cross import CrossNetwork
+
+    torch.manual_seed(0)
+    x0 = torch.randn(5, 4, dtype=torch.float64)
+    cross = CrossNetwork(4, 2).double()
+    (w0, b0), (w1, b1) = [(layer.weight, layer.bias) for layer in cross.layers]
+    x1 = x0 * (x0 @ w0.T + b0) + x0
+    torch.testing.assert_close(cross(x0), x0 * (x1 @ w1.T + b1) + x1)
+    one = CrossNetwork(4, 1).double()
+    with torch.no_grad():
+        one.layers[0].bias.zero_()
+    # bias-free, one layer: x0 + x0 (W x0), so doubling the input doubles the linear part and quadruples the product
+    product = one(x0) - x0
+    torch.testing.assert_close(one(2 * x0) - 2 * x0, 4 * product)
+    assert torch.equal(CrossNetwork(4, 0)(x0), x0)
+    config = ModelConfig(**SMALL, use_summary=True, use_text=False)
+    torch.manual_seed(1)
+    plain = EMDLOT(config, num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    torch.manual_seed(1)
+    crossed = EMDLOT(config.model_copy(update={"summary_cross_layers": 2}), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    assert plain.summary_cross is None and set(plain.state_dict()) < set(crossed.state_dict())
+    assert {k for k in set(crossed.state_dict()) - set(plain.state_dict())} == {f"summary_cross.layers.{i}.{p}" for i in (0, 1) for p in ("weight", "bias")}
+    batch = to_batch(random_arrays(6, seed=3))
+    crossed.eval()(batch).log_probs[:, 1].sum().backward()
+    assert crossed.summary_cross.layers[0].weight.grad.abs().sum() > 1e-6  # it is trained
+
+
 def test_quantile_scaler_is_scikit_learns_quantile_transformer_and_identity_until_fitted():
     from sklearn.preprocessing import QuantileTransformer
 

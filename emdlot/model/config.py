@@ -42,6 +42,9 @@ class ModelConfig(StrictModel):
     # statistics (their scales differ a hundredfold: a slope per month against a maximum); "quantile" maps
     # each through its training firms' quantiles to N(0, 1) (emdlot.model.scaling), ranks as a tree reads them.
     summary_scaling: Literal["none", "quantile"] = "none"
+    # Not in the paper: cross layers before the summary MLP (emdlot.model.cross), products between the
+    # statistics written down explicitly; 0 = none.
+    summary_cross_layers: int = Field(0, ge=0)
 
     @property
     def head_width(self) -> int:

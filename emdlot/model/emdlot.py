@@ -22,6 +22,7 @@ from emdlot.model.attention import AdditiveAttention, ChapterAttention, FeatureA
 from emdlot.model.batch import Batch
 from emdlot.model.clustering import SingleHead, SoftClustering, mlp
 from emdlot.model.config import ModelConfig
+from emdlot.model.cross import CrossNetwork
 from emdlot.model.scaling import QuantileScaler
 from emdlot.model.tlstm import TLSTM
 from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
@@ -90,6 +91,8 @@ class EMDLOT(nn.Module):
             self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
         if config.use_summary:
             self.summary_encoder = mlp(SUMMARY_STATS * num_features, hidden, hidden, config.dropout)
+        self.summary_cross = (CrossNetwork(SUMMARY_STATS * num_features, config.summary_cross_layers)
+                              if config.use_summary and config.summary_cross_layers else None)
         self.summary_scaler = (QuantileScaler(SUMMARY_STATS * num_features, SUMMARY_QUANTILES)
                                if config.use_summary and config.summary_scaling == "quantile" else None)
         self.modalities = [m for m, used in zip(MODALITIES, (True, config.use_text, config.use_summary)) if used]
@@ -152,7 +155,7 @@ class EMDLOT(nn.Module):
             present.append(text_mask.any(dim=1))  # a firm without any section: text modality masked
         if self.config.use_summary:
             summary = batch["summary"] if self.summary_scaler is None else self.summary_scaler(batch["summary"])
-            items.append(self.summary_encoder(summary))
+            items.append(self.summary_encoder(summary if self.summary_cross is None else self.summary_cross(summary)))
             present.append(always)
         modality = torch.zeros(batch_size, len(MODALITIES), dtype=z_num.dtype, device=z_num.device)
         if len(items) == 1:
