@@ -200,6 +200,7 @@ def test_assemble_for_reads_the_parts_a_configuration_needs(prepared_dataset, pa
     config = FAST.with_params(params)
     parts = assemble_for(config, prepared_dataset)
     assert set(parts) == keys
+    assert set(assemble_for(config, prepared_dataset, refit=False)) == keys - {"train_val"}  # a tuning trial's parts
     real = assemble(prepared_dataset, balance=False)
     assert len(parts["train"]) > len(real["train"])  # SMOTE'd: the recipe's balance
     weighted = assemble_for(config.with_params({"balance": "class_weight"}), prepared_dataset)

@@ -69,8 +69,8 @@ class Interpretation:
         the first member's, since every seed learns its own clusters and their indices do not line up."""
         if len(members) == 1:
             return members[0]
-        mean = {name: np.mean([getattr(m, name) for m in members], axis=0) for name in
-                ("probabilities", "feature_attention", "temporal_weights", "chapter_weights", "modality_weights")}
+        kept = ("predicted_class", "cluster_membership", "cluster")  # from the mean, or the lead's
+        mean = {f.name: np.mean([getattr(m, f.name) for m in members], axis=0) for f in fields(cls) if f.name not in kept}
         return cls(**mean, predicted_class=mean["probabilities"].argmax(axis=1),
                    cluster_membership=members[0].cluster_membership, cluster=members[0].cluster)
 

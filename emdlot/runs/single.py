@@ -76,11 +76,12 @@ class RunState:
 
 
 def assemble_for(config: EMDLOTConfig, dataset: str | Path, text_features=None,
-                 balance: bool | None = None) -> dict[str, SequenceArrays]:
+                 balance: bool | None = None, refit: bool = True) -> dict[str, SequenceArrays]:
     """The parts a run of `config` reads from a prepared dataset: SMOTE'd training firms when its balance is
-    "smote" (or as `balance` says), "train_val" for a refit, the cross-validation folds for `epoch_folds`."""
+    "smote" (or as `balance` says), "train_val" for a refit (not with `refit=False`, as `fit_run` takes
+    it), the cross-validation folds for `epoch_folds`."""
     return assemble(dataset, text_features, balance=config.train.balance == "smote" if balance is None else balance,
-                    with_train_val=config.train.refit_on_val, folds=config.train.epoch_folds)
+                    with_train_val=config.train.refit_on_val and refit, folds=config.train.epoch_folds)
 
 
 def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,

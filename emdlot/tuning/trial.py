@@ -55,7 +55,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         state["max_epochs"] = config.train.max_epochs
         for key, value in flatten(config.model_dump() | {"seed": ctx.seed}).items():
             client.log_param(run_id, key, value)
-        parts = assemble_for(config, ctx.dataset, ctx.text_features)
+        parts = assemble_for(config, ctx.dataset, ctx.text_features, refit=False)  # a trial stops before any refit
         parts.pop("test")  # tuning never sees the test firms
         best = float("-inf")
 
