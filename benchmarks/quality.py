@@ -4,7 +4,8 @@ For each protocol ("matched", "paper") and each split seed, the paper-size synth
 afresh (its own split, transforms and SMOTE); on that split every model trains on the same SMOTE'd
 training firms and is scored once on the same test firms: EMDLOT recipes (emdlot/configs/variants.yaml,
 each over several training seeds, plus the average of those seeds' probabilities), XGBoost and LightGBM
-on sequence summaries, and the two shortcut models that see only when a sequence ends or how long it
+on sequence summaries (fit on the training firms, and again on the training + validation firms, SMOTE'd
+together, which is what a refit recipe learns from), and the two shortcut models that see only when a sequence ends or how long it
 is. Mean, sd and a split-level bootstrap 95% interval per metric; valid runs (all three classes
 predicted) counted, never dropped. Writes benchmarks/results/quality.json and prints a Markdown table.
 
@@ -54,12 +55,14 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
     from emdlot.data.assemble import assemble, read_meta
     from emdlot.training.baselines import TREE_BASELINES, fit_predict, shortcut_baselines
 
-    parts, meta = assemble(dataset), read_meta(dataset)
+    parts, meta = assemble(dataset, with_train_val=True), read_meta(dataset)
     macro = [meta.feature_names.index(c) for c in meta.macro_features]
+    models = [(name, spec, "train") for name, spec in (TREE_BASELINES | shortcut_baselines(macro)).items()]
+    models += [(f"{name} (train + val)", spec, "train_val") for name, spec in TREE_BASELINES.items()]  # a refit's firms
     out = []
-    for name, (factory, view) in (TREE_BASELINES | shortcut_baselines(macro)).items():
+    for name, (factory, view), firms in models:
         started = time.perf_counter()
-        proba = fit_predict(factory, view, parts["train"], parts["test"], seed=split_seed)
+        proba = fit_predict(factory, view, parts[firms], parts["test"], seed=split_seed)
         out.append({"model": name + tag, "protocol": protocol, "split": split_seed, "seed": split_seed,
                     "proba": proba.tolist(), "y": parts["test"].y.tolist(), "seconds": time.perf_counter() - started})
     return out
@@ -78,7 +81,8 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     return {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
             "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),
             "best_epoch": result.history.best_epoch, "epochs": len(result.history.epochs),
-            "val_composite": result.val_score, "seconds": time.perf_counter() - started}
+            "val_composite": result.val_score, "val_stop_score": result.history.best_score,
+            "seconds": time.perf_counter() - started}
 
 
 def summarise_runs(runs: list[dict]) -> dict:
@@ -102,7 +106,7 @@ def summarise_runs(runs: list[dict]) -> dict:
         metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"])) for r in group]
         entry = summarise(metrics, [r["split"] for r in group])
         entry["runs"] = [{"split": r["split"], "seed": r["seed"], **m.as_dict(),
-                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "seconds") if k in r}}
+                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "seconds") if k in r}}
                          for r, m in zip(group, metrics)]
         table.setdefault(protocol, {})[model] = entry
     return table
@@ -126,7 +130,8 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=5)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--protocols", nargs="+", default=["matched", "paper"])
-    parser.add_argument("--variants", nargs="+", default=None, help="names from emdlot/configs/variants.yaml")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="names from emdlot/configs/variants.yaml (default: all; none: the baselines alone)")
     parser.add_argument("--paper-variants", nargs="+", default=None, help="variants run under the paper protocol (default: all)")
     parser.add_argument("--scaling", nargs="+", default=["standard"], choices=["standard", "quantile"],
                         help="feature scaling of `prepare` (each gets its own datasets; non-standard ones are tagged)")
@@ -136,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
 
     all_variants = training_variants()
-    variants = {name: all_variants[name] for name in (args.variants or all_variants)}
+    variants = {name: all_variants[name] for name in (all_variants if args.variants is None else args.variants)}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=args.workers) as pool:
         from emdlot.config import SynthConfig
@@ -167,7 +172,7 @@ def main() -> None:
     body = {
         "setup": {"firms": args.firms, "scaling": args.scaling, "splits": SPLIT_SEEDS[: args.splits], "train_seeds": TRAIN_SEEDS[: args.seeds],
                   "variants": variants, "emdlot_size": "emdlot/configs/demo_model.yaml, use_text false",
-                  "baselines": "XGBoost / LightGBM on sequence summaries (7F + length + gap); shortcut models: "
+                  "baselines": "XGBoost / LightGBM on sequence summaries (7F + length + gap), fit on train and on train + val; shortcut models: "
                                "logistic regression on the last quarter's macro vector / on the sequence length",
                   "intervals": "bootstrap 95% over splits (runs on one split resampled together)",
                   "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -13,6 +13,9 @@ EMDLOT's own summary view (trend_summary, 7F columns):
   linear model on the same scores (does the network's capacity matter at all?); logistic_ple_8_C_c: a linear
   model on the encoding, i.e. an additive model with a piecewise-linear shape per statistic; logistic_pairs_C_c:
   a linear model on the scores and all their pairwise products (explicit interactions).
+- forest_lr_L / forest_b64_e20: differentiable oblivious trees (emdlot.model.trees, 128 trees of depth 4, the
+  summary encoder of `summary_encoder: forest`) trained alone at learning rate L for 15 epochs of batch 32
+  (EMDLOT's loop), or at 0.01 for 20 epochs of batch 64.
 - xgboost: the tree baseline on the same columns, for reference; xgboost_depth_1 / _2: the same with stumps (a sum
   of one-column steps, no interactions) or depth-2 trees: where does the tree's lead come from?
 
@@ -28,12 +31,48 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import PolynomialFeatures, QuantileTransformer, SplineTransformer, StandardScaler
 
 RESULTS = Path(__file__).resolve().parent / "results" / "summary_encoding.json"
 SPLIT_SEEDS = [86, 127, 71, 61, 84]
+
+
+class ForestClassifier(ClassifierMixin, BaseEstimator):
+    """emdlot.model.trees.ObliviousForest alone as a scikit-learn classifier: leaves hold class logits,
+    thresholds start at the training rows' values, AdamW on cross-entropy for a fixed number of epochs."""
+
+    def __init__(self, num_trees=128, depth=4, epochs=15, lr=1e-2, weight_decay=1e-2, batch_size=32, random_state=0):
+        self.num_trees, self.depth, self.epochs, self.lr = num_trees, depth, epochs, lr
+        self.weight_decay, self.batch_size, self.random_state = weight_decay, batch_size, random_state
+
+    def fit(self, X, y):
+        import torch
+
+        from emdlot.model.trees import ObliviousForest
+
+        torch.manual_seed(self.random_state)
+        generator = torch.Generator().manual_seed(self.random_state)
+        self.classes_ = np.unique(y)
+        x, target = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(np.searchsorted(self.classes_, y))
+        self.forest_ = ObliviousForest(x.shape[1], len(self.classes_), self.num_trees, self.depth)
+        self.forest_.init_from(x, generator)
+        optimizer = torch.optim.AdamW(self.forest_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        for _ in range(self.epochs):
+            for rows in torch.randperm(len(x), generator=generator).split(self.batch_size):
+                loss = torch.nn.functional.cross_entropy(self.forest_(x[rows]), target[rows])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return self
+
+    def predict_proba(self, X):
+        import torch
+
+        with torch.no_grad():
+            return torch.softmax(self.forest_(torch.as_tensor(X, dtype=torch.float32)), dim=-1).numpy()
 
 
 def encoders(seed: int) -> dict:
@@ -66,6 +105,9 @@ def encoders(seed: int) -> dict:
     for c in (0.1, 0.01):  # an additive model of piecewise-linear shapes, one per statistic
         out[f"logistic_ple_8_C_{c:g}"] = make_pipeline(StandardScaler(), SplineTransformer(n_knots=8, degree=1, knots="quantile"),
                                                        LogisticRegression(C=c, max_iter=3000))
+    for lr in (0.01, 0.0006):  # EMDLOT's loop: 15 epochs of batch 32; 0.0006 is the T-LSTM's rate (Table 5)
+        out[f"forest_lr_{lr:g}"] = quantile(ForestClassifier(lr=lr, random_state=seed))
+    out["forest_b64_e20"] = quantile(ForestClassifier(epochs=20, batch_size=64, random_state=seed))
     out["xgboost"] = TREE_BASELINES["XGBoost"][0](seed)
     for depth in (1, 2):  # depth 1 adds up one-column steps: no interaction between statistics
         out[f"xgboost_depth_{depth}"] = TREE_BASELINES["XGBoost"][0](seed).set_params(max_depth=depth)

@@ -188,3 +188,26 @@ def test_lstm_refuses_input_it_cannot_read():
     empty.mask[4] = False
     with pytest.raises(ValueError, match="'f4'"):
         LSTMClassifier().fit(empty, train.y)
+
+
+def test_the_protocol_baselines_learn_from_the_firms_a_refit_learns_from():
+    """With parts["train_val"] (a refit recipe), every comparison model fits on it, not on the training firms
+    alone: otherwise EMDLOT's refit would learn from firms its comparison never saw."""
+    import ray
+
+    from emdlot.runs.protocol import ProtocolSettings, baseline_runs, seed_of
+
+    train, extra, test = arrays(60, 0, signal=0.5), arrays(60, 1, signal=2.0), arrays(60, 2, signal=1.0)
+    settings = ProtocolSettings(baselines=("Logistic Regression",), shortcuts=False, seeds=1, n_valid=0)
+    factory, view = BASELINES["Logistic Regression"]
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        for parts, fitted_on in (({"train": train, "test": test}, train),
+                                 ({"train": train, "train_val": SequenceArrays.concat(train, extra), "test": test},
+                                  SequenceArrays.concat(train, extra))):
+            [outcome] = list(baseline_runs(parts, split=0, macro_columns=[], settings=settings))
+            np.testing.assert_allclose(outcome.proba, fit_predict(factory, view, fitted_on, test, seed_of(0)))
+    finally:
+        ray.shutdown()
+    assert not np.allclose(fit_predict(factory, view, train, test, seed_of(0)),
+                           fit_predict(factory, view, SequenceArrays.concat(train, extra), test, seed_of(0)), atol=1e-3)

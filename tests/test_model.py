@@ -321,3 +321,64 @@ def test_quantile_scaled_summary_is_fitted_on_the_given_firms_and_travels_with_t
     loaded = EMDLOT.from_weights(config, model.state_dict(), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
     torch.testing.assert_close(loaded(other).probs, model.eval()(other).probs, rtol=0, atol=0)
     assert not torch.allclose(refitted.eval()(other).probs, model(other).probs)
+
+
+def test_sparsemax_is_the_projection_onto_the_simplex():
+    from emdlot.model.trees import sparsemax
+
+    torch.manual_seed(0)
+    z = torch.randn(200, 7, dtype=torch.float64) * 2
+    p = sparsemax(z)
+    assert (p >= 0).all()
+    torch.testing.assert_close(p.sum(-1), torch.ones(200, dtype=torch.float64))
+    # p = max(z - tau, 0) with one tau per row: every kept entry is z shifted by the same amount
+    tau = (z - p)[p > 0]
+    rows = torch.nonzero(p > 0)[:, 0]
+    for r in range(200):
+        assert torch.allclose(tau[rows == r], tau[rows == r][0])
+    # the projection is no farther from z than random points of the simplex
+    others = torch.distributions.Dirichlet(torch.ones(7, dtype=torch.float64)).sample((50,))
+    assert ((p - z).norm(dim=-1)[:, None] <= (others[None] - z[:, None]).norm(dim=-1) + 1e-12).all()
+    torch.testing.assert_close(sparsemax(torch.tensor([[3.0, 0.0, -1.0]])), torch.tensor([[1.0, 0.0, 0.0]]))
+    torch.testing.assert_close(sparsemax(torch.tensor([[0.5, 0.0]])), torch.tensor([[0.75, 0.25]]))
+
+
+def test_an_oblivious_forest_routes_each_input_down_soft_paths_that_sum_to_one():
+    from emdlot.model.trees import ObliviousForest
+
+    torch.manual_seed(0)
+    x = torch.randn(64, 6)
+    forest = ObliviousForest(6, 3, num_trees=4, depth=2)
+    forest.init_from(x)
+    chosen = forest.chosen(x)  # (N, T, D): every threshold starts at some firm's chosen value
+    assert all(bool((chosen[:, t, d] == forest.thresholds[t, d]).any()) for t in range(4) for d in range(2))
+    with torch.no_grad():  # one-hot choices and near-hard splits: the forest becomes a table lookup
+        forest.choice_logits.fill_(-10.0)
+        forest.choice_logits[:, 0, 1] = 10.0  # level 0 reads column 1
+        forest.choice_logits[:, 1, 4] = 10.0  # level 1 reads column 4
+        forest.thresholds.zero_()
+        forest.log_temperatures.fill_(-12.0)
+    leaf = (x[:, 1] > 0).long() + 2 * (x[:, 4] > 0).long()  # bit d of the leaf index: right at level d
+    expected = forest.responses[:, leaf].mean(0)  # (N, 3): the mean over trees of each input's leaf response
+    torch.testing.assert_close(forest(x), expected, atol=1e-4, rtol=0)
+    # soft splits: every input's leaf weights sum to one, so equal responses give that response back
+    soft = ObliviousForest(6, 3, num_trees=4, depth=3)
+    soft.init_from(x)
+    with torch.no_grad():
+        soft.responses.copy_(torch.arange(3.0).expand(4, 8, 3))
+    torch.testing.assert_close(soft(x), torch.arange(3.0).expand(64, 3), atol=1e-5, rtol=0)
+
+
+def test_a_forest_summary_encoder_starts_from_the_training_firms_trains_and_round_trips():
+    config = ModelConfig(**SMALL, use_summary=True, use_text=False, summary_scaling="quantile", summary_encoder="forest",
+                         summary_trees=8, summary_tree_depth=2)
+    torch.manual_seed(0)
+    model = EMDLOT(config, num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    batch = to_batch(random_arrays(20, seed=1))
+    before = model.summary_encoder.thresholds.detach().clone()
+    model.fit_input_scaling(batch)
+    assert not torch.equal(before, model.summary_encoder.thresholds)  # started inside the training firms' values
+    model.eval()(batch).log_probs[:, 1].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.summary_encoder.parameters())
+    loaded = EMDLOT.from_weights(config, model.state_dict(), num_features=FEATURES, num_sections=SECTIONS, text_dim=TEXT_DIM)
+    torch.testing.assert_close(loaded(batch).probs, model(batch).probs)

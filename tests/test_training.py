@@ -130,3 +130,21 @@ def test_validation_without_every_class_is_refused():
     val = VAL.subset(np.flatnonzero(VAL.y != 2))
     with pytest.raises(ValueError, match="no Defaulted firms"):
         fit(TRAIN, val, CONFIG, seed=0)
+
+
+def test_the_summary_encoder_learns_at_its_own_rate_when_one_is_set():
+    model = EMDLOT(CONFIG.with_params({"use_summary": True, "summary_encoder": "forest", "summary_trees": 4}).model,
+                   num_features=FEATURES, num_sections=2, text_dim=4)
+    own = {id(p) for p in model.summary_parameters()}
+    assert own and own == {id(p) for p in model.summary_encoder.parameters()}
+    [same] = CONFIG.train.optimizer(model.parameters(), model.summary_parameters()).param_groups  # not set: one rate
+    assert same["lr"] == CONFIG.train.learning_rate and len(same["params"]) == len(list(model.parameters()))
+    rest, summary = CONFIG.with_params({"summary_learning_rate": 0.01}).train.optimizer(
+        model.parameters(), model.summary_parameters()).param_groups
+    assert summary["lr"] == 0.01 and {id(p) for p in summary["params"]} == own
+    assert rest["lr"] == CONFIG.train.learning_rate and not own & {id(p) for p in rest["params"]}
+    # a forest run trains end to end and, like every run, a seed gives the same numbers
+    config = CONFIG.with_params({"use_summary": True, "summary_encoder": "forest", "summary_trees": 8,
+                                 "summary_tree_depth": 2, "summary_learning_rate": 0.01, "max_epochs": 3})
+    first, again = fit(TRAIN, VAL, config, seed=2), fit(TRAIN, VAL, config, seed=2)
+    np.testing.assert_array_equal(predict_proba(first.model, to_batch(TEST), 64), predict_proba(again.model, to_batch(TEST), 64))

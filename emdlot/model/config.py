@@ -45,6 +45,12 @@ class ModelConfig(StrictModel):
     # Not in the paper: cross layers before the summary MLP (emdlot.model.cross), products between the
     # statistics written down explicitly; 0 = none.
     summary_cross_layers: int = Field(0, ge=0)
+    # Not in the paper: what reads the summary statistics. "mlp" the MLP above; "forest" differentiable
+    # oblivious trees (emdlot.model.trees), `summary_trees` of `summary_tree_depth` levels, each leaf a
+    # hidden_size vector: a level cuts one statistic, a path is an interaction of a few, as a boosted tree's.
+    summary_encoder: Literal["mlp", "forest"] = "mlp"
+    summary_trees: int = Field(128, ge=1)
+    summary_tree_depth: int = Field(4, ge=1, le=8)
 
     @property
     def head_width(self) -> int:

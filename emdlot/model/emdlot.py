@@ -25,6 +25,7 @@ from emdlot.model.config import ModelConfig
 from emdlot.model.cross import CrossNetwork
 from emdlot.model.scaling import QuantileScaler
 from emdlot.model.tlstm import TLSTM
+from emdlot.model.trees import ObliviousForest
 from emdlot.schema import CLASSES, SECTIONS, TEXT_DIMS
 
 MODALITIES: tuple[str, ...] = ("numeric", "text", "summary")
@@ -89,7 +90,9 @@ class EMDLOT(nn.Module):
         self.temporal_attention = AdditiveAttention(hidden, hidden, config.temporal_temperature, uniform=uniform)
         if config.use_text:
             self.chapter_attention = ChapterAttention(num_sections, text_dim, hidden, config.text_feature_temperature, uniform)
-        if config.use_summary:
+        if config.use_summary and config.summary_encoder == "forest":
+            self.summary_encoder = ObliviousForest(SUMMARY_STATS * num_features, hidden, config.summary_trees, config.summary_tree_depth)
+        elif config.use_summary:
             self.summary_encoder = mlp(SUMMARY_STATS * num_features, hidden, hidden, config.dropout)
         self.summary_cross = (CrossNetwork(SUMMARY_STATS * num_features, config.summary_cross_layers)
                               if config.use_summary and config.summary_cross_layers else None)
@@ -113,14 +116,23 @@ class EMDLOT(nn.Module):
         return model.eval()
 
     def fit_input_scaling(self, train: Batch) -> None:
-        """Fit what the model reads from its training firms before training (the summary's quantiles);
-        the result lives in buffers, so it is saved and loaded with the weights."""
+        """Fit what the model reads from its training firms before training (the summary's quantiles; a
+        forest's thresholds start at their values); the result lives in buffers and weights, so it is saved
+        and loaded with them."""
         if self.summary_scaler is not None:
             self.summary_scaler.fit(train["summary"].cpu().numpy())
+        if isinstance(getattr(self, "summary_encoder", None), ObliviousForest):
+            summary = train["summary"] if self.summary_scaler is None else self.summary_scaler(train["summary"])
+            self.summary_encoder.init_from(summary)
 
     @property
     def centroids(self) -> nn.Parameter | None:
         return self.head.centroids if isinstance(self.head, SoftClustering) else None
+
+    def summary_parameters(self) -> list[nn.Parameter]:
+        """The summary modality's own weights (encoder and cross layers); none without it."""
+        return [p for name in ("summary_encoder", "summary_cross") if getattr(self, name, None) is not None
+                for p in getattr(self, name).parameters()]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Everything before the fused representation z (what the warm-up trains)."""

@@ -119,11 +119,14 @@ def _fit_baseline(name: str, seed: int, parts: dict[str, SequenceArrays], macro_
 
 def baseline_runs(parts: dict[str, SequenceArrays], split: int, macro_columns: list[int],
                   settings: ProtocolSettings) -> Iterator[Outcome]:
-    """The comparison models and the two shortcut models, as Ray tasks on the same arrays."""
+    """The comparison models and the two shortcut models, as Ray tasks on the same arrays. They learn from
+    the firms EMDLOT's final model learns from: parts["train_val"] where the configuration refits on the
+    training + validation firms (none of them stops early, so none needs the validation firms held out),
+    else parts["train"]. Same firms, same SMOTE: a refit recipe gains no firms its comparison lacks."""
     kinds = {name: "baseline" for name in settings.baselines}
     if settings.shortcuts:
         kinds |= {name: "shortcut" for name in shortcut_baselines(macro_columns)}
-    parts_ref = ray.put({"train": parts["train"], "test": parts["test"]})
+    parts_ref = ray.put({"train": parts.get("train_val", parts["train"]), "test": parts["test"]})
 
     def run(jobs: list[tuple[str, int]]) -> Iterator[Outcome]:
         pending = {_fit_baseline.remote(m, seed_of(r), parts_ref, macro_columns): (m, r) for m, r in jobs}

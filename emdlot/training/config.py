@@ -56,6 +56,9 @@ class TrainConfig(StrictModel):
     focal_gamma: float = Field(0.0, ge=0.0)
     # Early stopping counts an epoch as better only if it beats the best score by more than this.
     min_improvement: float = Field(0.0, ge=0.0)
+    # Not in the paper: the summary encoder's own learning rate (None: learning_rate). A forest's feature
+    # choices and thresholds move little at the T-LSTM's rate in a few hundred steps.
+    summary_learning_rate: float | None = Field(None, gt=0.0)
     eval_batch_size: int = Field(256, ge=1)  # validation / prediction batches (no effect on results)
     score_weights: CompositeWeights = CompositeWeights()  # DESIGN.md section 4
     device: str = "cpu"
@@ -69,10 +72,17 @@ class TrainConfig(StrictModel):
             raise ValueError("epoch_folds chooses the epoch count of a refit: set refit_on_val true as well")
         return self
 
-    def optimizer(self, params: Iterable[torch.nn.Parameter]) -> torch.optim.AdamW:
+    def optimizer(self, params: Iterable[torch.nn.Parameter],
+                  summary: Iterable[torch.nn.Parameter] = ()) -> torch.optim.AdamW:
         """AdamW with this run's learning rate and weight decay; the fused kernel (about 30% faster per
-        step at the paper's model size on the CPU) updates each tensor in one pass."""
-        return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay, fused=True)
+        step at the paper's model size on the CPU) updates each tensor in one pass. With
+        summary_learning_rate, those of `params` that are in `summary` (the summary encoder's) learn at it."""
+        params = list(params)
+        own = {id(p) for p in summary} if self.summary_learning_rate is not None else set()
+        groups = [{"params": [p for p in params if id(p) not in own]}]
+        if any(id(p) in own for p in params):
+            groups.append({"params": [p for p in params if id(p) in own], "lr": self.summary_learning_rate})
+        return torch.optim.AdamW(groups, lr=self.learning_rate, weight_decay=self.weight_decay, fused=True)
 
 
 # Where each Table 5 hyperparameter (the tuning search space) lives.

@@ -46,7 +46,7 @@ def warm_up_encoder(model: EMDLOT, train: Batch, config: TrainConfig, generator:
     """Train encoder + a throw-away plain head on cross-entropy for `warmup_epochs`."""
     plain_head = SingleHead(model.config.hidden_size, model.config.head_width, len(CLASSES), model.config.dropout).to(config.device)
     params = model.encoder_parameters() + list(plain_head.parameters())
-    optimizer = config.optimizer(params)
+    optimizer = config.optimizer(params, model.summary_parameters())
     model.train()
     losses = []
     weights = balancing_weights(train["y"], len(CLASSES)) if config.balance == "class_weight" else None

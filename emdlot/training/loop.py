@@ -133,14 +133,14 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             history = History(seed=seed)
             model.fit_input_scaling(train_batch)
             history.init = initialise_clusters(model, train_batch, cfg, seed, generator)
-            optimizer = cfg.optimizer(model.parameters())
+            optimizer = cfg.optimizer(model.parameters(), model.summary_parameters())
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             epochs_without_gain, done = 0, 0
         else:
             history, best_state, epochs_without_gain, done = resume.history, resume.best_model, resume.epochs_without_gain, resume.epoch
             history.resumed_after.append(done)
             model.load_state_dict(resume.model)
-            optimizer = cfg.optimizer(model.parameters())
+            optimizer = cfg.optimizer(model.parameters(), model.summary_parameters())
             optimizer.load_state_dict(resume.optimizer)
             generator.set_state(resume.generator)
             torch.set_rng_state(resume.torch_rng)
