@@ -55,7 +55,7 @@ class ObliviousForest(nn.Module):
         """Data-aware start on training inputs x (N, P): each threshold at a random firm's chosen value, each
         temperature at the typical distance to it, so every split starts inside the data and not saturated."""
         f = self.chosen(x)  # (N, T, D)
-        pick = torch.randint(0, x.shape[0], self.thresholds.shape, generator=generator)
+        pick = torch.randint(0, x.shape[0], self.thresholds.shape, generator=generator).to(x.device)
         b = torch.gather(f, 0, pick[None]).squeeze(0)
         self.thresholds.copy_(b)
         spread = (f - b).abs().median(dim=0).values.clamp_min(1e-3)
