@@ -11,7 +11,7 @@ and splits it softly at a learnt threshold:
     forest(x) = mean_t y_t                      (N, O)
 
 Why: on the summary statistics a boosted tree's lead over an MLP is a few interactions between
-statistics (benchmarks/summary_encoding.py: stumps score like a linear model, depth 2-4 trees do not),
+statistics (benchmarks/summary_encoding.py: stumps score like a linear model, deeper trees well above it),
 and dense products (cross layers) overfit the few distressed firms. A tree level picks one column and
 cuts it; a path of D levels is an interaction of at most D columns, the inductive bias the trees have.
 Sparsemax (Martins & Astudillo 2016) keeps the choice sparse, as NODE's entmax does; the thresholds
