@@ -38,7 +38,6 @@ class ObliviousForest(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, num_trees: int = 32, depth: int = 3) -> None:
         super().__init__()
-        self.depth = depth
         self.choice_logits = nn.Parameter(torch.rand(num_trees, depth, in_features))  # uniform(0, 1), as NODE
         self.thresholds = nn.Parameter(torch.zeros(num_trees, depth))
         self.log_temperatures = nn.Parameter(torch.zeros(num_trees, depth))
