@@ -5,9 +5,11 @@ afresh (its own split, transforms and SMOTE); on that split every model trains o
 training firms and is scored once on the same test firms: EMDLOT recipes (emdlot/configs/variants.yaml,
 each over several training seeds, plus the average of those seeds' probabilities), XGBoost and LightGBM
 on sequence summaries (fit on the training firms, and again on the training + validation firms, SMOTE'd
-together, which is what a refit recipe learns from), and the two shortcut models that see only when a sequence ends or how long it
+together, which is what a refit recipe learns from, and once more with a prior shift fitted on their own
+3-fold cross-validation predictions, as EMDLOT's `prior_shift` recipes get it), and the two shortcut models that see only when a sequence ends or how long it
 is. Mean, sd and a split-level bootstrap 95% interval per metric; valid runs (all three classes
-predicted) counted, never dropped. Writes benchmarks/results/quality.json and prints a Markdown table.
+predicted) counted, never dropped. An EMDLOT recipe with a prior shift is also scored without it ("no shift":
+the same weights), so the shift's own effect is measured. Writes benchmarks/results/quality.json and prints a Markdown table.
 
 The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 15 epochs) without the
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
@@ -32,6 +34,7 @@ from emdlot.training.config import training_variants
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 SPLIT_SEEDS = [86, 127, 71, 61, 84, 140, 88, 46, 131, 53]
 TRAIN_SEEDS = [86, 127, 71, 61, 84]
+SHIFT_FOLDS = 3  # the trees' prior shift folds: the cross-validation folds of the variants with epoch_folds 3
 
 
 def _threads() -> None:
@@ -55,14 +58,16 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
     from emdlot.data.assemble import assemble, read_meta
     from emdlot.training.baselines import TREE_BASELINES, fit_predict, shortcut_baselines
 
-    parts, meta = assemble(dataset, with_train_val=True), read_meta(dataset)
+    parts, meta = assemble(dataset, with_train_val=True, folds=SHIFT_FOLDS), read_meta(dataset)
     macro = [meta.feature_names.index(c) for c in meta.macro_features]
-    models = [(name, spec, "train") for name, spec in (TREE_BASELINES | shortcut_baselines(macro)).items()]
-    models += [(f"{name} (train + val)", spec, "train_val") for name, spec in TREE_BASELINES.items()]  # a refit's firms
+    folds = [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, SHIFT_FOLDS + 1)]
+    models = [(name, spec, "train", ()) for name, spec in (TREE_BASELINES | shortcut_baselines(macro)).items()]
+    models += [(f"{name} (train + val)", spec, "train_val", ()) for name, spec in TREE_BASELINES.items()]  # a refit's firms
+    models += [(f"{name} (train + val, prior shift)", spec, "train_val", folds) for name, spec in TREE_BASELINES.items()]
     out = []
-    for name, (factory, view), firms in models:
+    for name, (factory, view), firms, shift_folds in models:
         started = time.perf_counter()
-        proba = fit_predict(factory, view, parts[firms], parts["test"], seed=split_seed)
+        proba = fit_predict(factory, view, parts[firms], parts["test"], seed=split_seed, folds=shift_folds)
         out.append({"model": name + tag, "protocol": protocol, "split": split_seed, "seed": split_seed,
                     "proba": proba.tolist(), "y": parts["test"].y.tolist(), "seconds": time.perf_counter() - started})
     return out
@@ -71,6 +76,7 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
 def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict:
     _threads()
     from emdlot.runs import assemble_for, train_and_score
+    from emdlot.training.calibration import apply_prior_shift
     from emdlot.training.config import load_emdlot_config
 
     config = load_emdlot_config(files("emdlot") / "configs" / "demo_model.yaml").with_params(
@@ -78,11 +84,17 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     started = time.perf_counter()
     parts = assemble_for(config, dataset)
     result = train_and_score(parts, config, seed, score_test=True)
-    return {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
-            "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),
-            "best_epoch": result.history.best_epoch, "epochs": len(result.history.epochs),
-            "val_composite": result.val_score, "val_stop_score": result.history.best_score,
-            "seconds": time.perf_counter() - started}
+    run = {"model": f"EMDLOT {variant}{tag}", "protocol": protocol, "split": split_seed, "seed": seed,
+           "proba": result.test_proba.tolist(), "y": parts["test"].y.tolist(),
+           "best_epoch": result.history.best_epoch, "epochs": len(result.history.epochs),
+           "val_composite": result.val_score, "val_stop_score": result.history.best_score,
+           "seconds": time.perf_counter() - started}
+    if result.history.prior_shift is None:
+        return run
+    # The same run without its shift (the shift's inverse), so the shift's effect is measured on identical weights.
+    unshifted = apply_prior_shift(result.test_proba, -np.asarray(result.history.prior_shift))
+    return [run | {"prior_shift": result.history.prior_shift},
+            run | {"model": f"EMDLOT {variant} (no shift){tag}", "proba": unshifted.tolist()}]
 
 
 def summarise_runs(runs: list[dict]) -> dict:
@@ -106,7 +118,7 @@ def summarise_runs(runs: list[dict]) -> dict:
         metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"])) for r in group]
         entry = summarise(metrics, [r["split"] for r in group])
         entry["runs"] = [{"split": r["split"], "seed": r["seed"], **m.as_dict(),
-                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "seconds") if k in r}}
+                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "prior_shift", "seconds") if k in r}}
                          for r, m in zip(group, metrics)]
         table.setdefault(protocol, {})[model] = entry
     return table

@@ -58,6 +58,21 @@ def test_tree_baselines_learn_a_planted_signal_and_give_probabilities(name):
     assert classification_metrics(test.y, proba).auc > 0.8
 
 
+def test_a_baseline_given_folds_shifts_its_probabilities_by_what_its_own_held_out_predictions_need():
+    from emdlot.training.calibration import fit_prior_shift
+
+    factory, view = TREE_BASELINES["XGBoost"]
+    train, test = arrays(150, 0, signal=1.0), arrays(90, 1, signal=1.0)
+    folds = [(arrays(100, 2 * i + 3, signal=1.0), arrays(60, 2 * i + 4, signal=1.0)) for i in range(2)]
+    plain = fit_predict(factory, view, train, test, seed=0)
+    shifted = fit_predict(factory, view, train, test, seed=0, folds=folds)
+    oof = np.concatenate([fit_predict(factory, view, a, b, seed=0) for a, b in folds])
+    shift = fit_prior_shift(np.concatenate([b.y for _, b in folds]), oof)
+    log_ratio = np.log(shifted / plain)
+    np.testing.assert_allclose(log_ratio - log_ratio[:, :1], np.tile(shift, (len(test), 1)), atol=1e-6)
+    assert np.abs(shift).max() > 0.01 and not np.allclose(shifted, plain)
+
+
 def test_bootstrap_interval_holds_the_point_estimate_and_shrinks_with_more_firms():
     rng = np.random.default_rng(0)
 
@@ -192,7 +207,8 @@ def test_lstm_refuses_input_it_cannot_read():
 
 def test_the_protocol_baselines_learn_from_the_firms_a_refit_learns_from():
     """With parts["train_val"] (a refit recipe), every comparison model fits on it, not on the training firms
-    alone: otherwise EMDLOT's refit would learn from firms its comparison never saw."""
+    alone: otherwise EMDLOT's refit would learn from firms its comparison never saw. With `shift_folds` they
+    get the prior shift from the same folds EMDLOT's is fitted on."""
     import ray
 
     from emdlot.runs.protocol import ProtocolSettings, baseline_runs, seed_of
@@ -207,6 +223,11 @@ def test_the_protocol_baselines_learn_from_the_firms_a_refit_learns_from():
                                   SequenceArrays.concat(train, extra))):
             [outcome] = list(baseline_runs(parts, split=0, macro_columns=[], settings=settings))
             np.testing.assert_allclose(outcome.proba, fit_predict(factory, view, fitted_on, test, seed_of(0)))
+        folds = [(arrays(45, 3, signal=0.5), arrays(30, 4, signal=0.5)), (arrays(45, 5, signal=0.5), arrays(30, 6, signal=0.5))]
+        parts = {"train": train, "test": test} | {f"cv{i}_{part}": fold[j] for i, fold in enumerate(folds, 1)
+                                                  for j, part in enumerate(("train", "val"))}
+        [outcome] = list(baseline_runs(parts, split=0, macro_columns=[], settings=settings, shift_folds=2))
+        np.testing.assert_allclose(outcome.proba, fit_predict(factory, view, train, test, seed_of(0), folds))
     finally:
         ray.shutdown()
     assert not np.allclose(fit_predict(factory, view, train, test, seed_of(0)),

@@ -51,6 +51,10 @@ class ModelConfig(StrictModel):
     summary_encoder: Literal["mlp", "forest"] = "mlp"
     summary_trees: int = Field(128, ge=1)
     summary_tree_depth: int = Field(4, ge=1, le=8)
+    # Not in the paper: a per-class shift b of the output log-probabilities, log p'_c = log p_c + b_c - log
+    # sum_k p_k exp(b_k), held in the buffer `prior_shift` (zero while training, so training is unchanged)
+    # and fitted after training on out-of-fold predictions (emdlot.training.calibration; needs epoch_folds).
+    prior_shift: bool = False
 
     @property
     def head_width(self) -> int:

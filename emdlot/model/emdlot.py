@@ -106,6 +106,8 @@ class EMDLOT(nn.Module):
             self.head: SoftClustering | SingleHead = SoftClustering(config.num_clusters, hidden, config.head_width, num_classes, config.dropout)
         else:
             self.head = SingleHead(hidden, config.head_width, num_classes, config.dropout)
+        if config.prior_shift:
+            self.register_buffer("prior_shift", torch.zeros(num_classes))
 
     @classmethod
     def from_weights(cls, config: ModelConfig, weights: dict, num_features: int, num_sections: int = len(SECTIONS),
@@ -124,6 +126,12 @@ class EMDLOT(nn.Module):
         if isinstance(getattr(self, "summary_encoder", None), ObliviousForest):
             summary = train["summary"] if self.summary_scaler is None else self.summary_scaler(train["summary"])
             self.summary_encoder.init_from(summary)
+
+    def set_prior_shift(self, shift) -> None:
+        """Put a fitted shift b (emdlot.training.calibration) into the buffer it is saved and loaded in."""
+        if not self.config.prior_shift:
+            raise ValueError("this model was built without prior_shift: set model.prior_shift true to give it a shift")
+        self.prior_shift.copy_(torch.as_tensor(np.asarray(shift), dtype=self.prior_shift.dtype))
 
     @property
     def centroids(self) -> nn.Parameter | None:
@@ -181,10 +189,13 @@ class EMDLOT(nn.Module):
     def forward(self, batch: Batch) -> EMDLOTOutput:
         encoding = self.encode(batch)
         out = self.head(self.dropout(encoding.z))
+        log_probs = out.log_probs
+        if self.config.prior_shift and bool(self.prior_shift.any()):  # log p' = log p + b - logsumexp(log p + b)
+            log_probs = torch.log_softmax(log_probs + self.prior_shift, dim=1)
         return EMDLOTOutput(
             **{f.name: getattr(encoding, f.name) for f in fields(Encoding)},
-            log_probs=out.log_probs,
-            probs=out.log_probs.exp(),
+            log_probs=log_probs,
+            probs=log_probs.exp(),
             pi=out.pi,
             identifier_logits=out.identifier_logits,
         )

@@ -96,7 +96,8 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
         own = parts if spec.config.train.balance == "smote" else assemble_for(spec.config, dataset, text)  # real firms, weighted
         runs = chain(emdlot_runs(configs, own, split, spec.train, spec.protocol,
                                  run_name=lambda m, s: f"{spec.run_prefix}{m}-split{split}-seed{s}"),
-                     baseline_runs(parts, split, macro_columns, spec.protocol))
+                     baseline_runs(parts, split, macro_columns, spec.protocol,
+                                   spec.config.train.epoch_folds if spec.config.model.prior_shift else 0))
         finished = []  # this split's EMDLOT runs among its first protocol.seeds seeds
         for outcome in runs:
             log_outcome(outcome, lineage, meta.feature_names, test)

@@ -106,27 +106,30 @@ def emdlot_runs(configs: dict[str, EMDLOTConfig], parts: dict[str, SequenceArray
 
 
 @ray.remote(num_cpus=1)
-def _fit_baseline(name: str, seed: int, parts: dict[str, SequenceArrays], macro_columns: list[int]) -> tuple[np.ndarray, float]:
+def _fit_baseline(name: str, seed: int, parts: dict, macro_columns: list[int]) -> tuple[np.ndarray, float]:
     """One baseline or shortcut run in a Ray task: test probabilities and seconds."""
     from threadpoolctl import threadpool_limits
 
     started = time.perf_counter()
     factory, view = (BASELINES | shortcut_baselines(macro_columns))[name]
     with threadpool_limits(limits=1):
-        proba = fit_predict(factory, view, parts["train"], parts["test"], seed)
+        proba = fit_predict(factory, view, parts["train"], parts["test"], seed, parts["folds"])
     return proba, time.perf_counter() - started
 
 
 def baseline_runs(parts: dict[str, SequenceArrays], split: int, macro_columns: list[int],
-                  settings: ProtocolSettings) -> Iterator[Outcome]:
+                  settings: ProtocolSettings, shift_folds: int = 0) -> Iterator[Outcome]:
     """The comparison models and the two shortcut models, as Ray tasks on the same arrays. They learn from
     the firms EMDLOT's final model learns from: parts["train_val"] where the configuration refits on the
     training + validation firms (none of them stops early, so none needs the validation firms held out),
-    else parts["train"]. Same firms, same SMOTE: a refit recipe gains no firms its comparison lacks."""
+    else parts["train"]. Same firms, same SMOTE: a refit recipe gains no firms its comparison lacks. With
+    `shift_folds` (EMDLOT's prior shift is on), each also gets a prior shift fitted on the same
+    cross-validation folds (parts["cv1_train"], ...) that EMDLOT's shift is fitted on."""
     kinds = {name: "baseline" for name in settings.baselines}
     if settings.shortcuts:
         kinds |= {name: "shortcut" for name in shortcut_baselines(macro_columns)}
-    parts_ref = ray.put({"train": parts.get("train_val", parts["train"]), "test": parts["test"]})
+    folds = [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, shift_folds + 1)]
+    parts_ref = ray.put({"train": parts.get("train_val", parts["train"]), "test": parts["test"], "folds": folds})
 
     def run(jobs: list[tuple[str, int]]) -> Iterator[Outcome]:
         pending = {_fit_baseline.remote(m, seed_of(r), parts_ref, macro_columns): (m, r) for m, r in jobs}

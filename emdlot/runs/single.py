@@ -17,6 +17,7 @@ from emdlot.data.assemble import assemble
 from emdlot.evaluation.metrics import ClassificationMetrics
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
+from emdlot.training.calibration import fit_prior_shift
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import FitResult, evaluate, fit, interpret
 from emdlot.training.state import EpochRecord, FitState, History
@@ -111,6 +112,8 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
                 checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("refit", s, history)),
                 resume=resume.state if resume is not None and resume.phase == "refit" else None)
     history.refit = refit.history
+    if history.prior_shift is not None:
+        refit.model.set_prior_shift(history.prior_shift)
     return FitResult(model=refit.model, history=history)
 
 
@@ -121,14 +124,16 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
                            on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
     """`train.epoch_folds` fits, fold i on parts["cv{i}_train"] scored on parts["cv{i}_val"], each for
     max_epochs; the history of their mean per epoch (losses, metrics, scores; classes predicted: the
-    fewest of any fold), whose best mean stop score fixes the refit's length. Not checkpointed: an
-    interrupted run repeats its folds."""
+    fewest of any fold), whose best mean stop score fixes the refit's length. With `model.prior_shift`,
+    the folds' predictions at that epoch (each firm's, from the fold that held it out) fit the shift
+    (`history.prior_shift`). Not checkpointed: an interrupted run repeats its folds."""
     folds = config.train.epoch_folds
     missing = [f"cv{i}_{part}" for i in range(1, folds + 1) for part in ("train", "val") if f"cv{i}_{part}" not in parts]
     if missing:
         raise ValueError(f"epoch_folds {folds} needs parts {', '.join(missing)}: assemble(..., folds={folds})")
-    runs = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=config.train.max_epochs).history
-            for i in range(1, folds + 1)]
+    fitted = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=config.train.max_epochs)
+              for i in range(1, folds + 1)]
+    runs = [f.history for f in fitted]
     history = History(seed=seed, wall_time_s=sum(r.wall_time_s for r in runs))
     for records in zip(*(r.epochs for r in runs)):
         metrics = {key: float(np.mean([r.val_metrics[key] for r in records])) for key in records[0].val_metrics}
@@ -140,6 +145,10 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
             on_epoch(record)
         if record.stop_score > history.best_score:
             history.best_score, history.best_epoch = record.stop_score, record.epoch
+    if config.model.prior_shift:
+        held_out = np.concatenate([parts[f"cv{i}_val"].y for i in range(1, folds + 1)])
+        proba = np.concatenate([f.val_proba[history.best_epoch - 1] for f in fitted])
+        history.prior_shift = fit_prior_shift(held_out, proba, config.train.score_weights).tolist()
     return history
 
 

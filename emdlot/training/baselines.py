@@ -34,6 +34,7 @@ from xgboost import XGBClassifier
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.summary import sequence_summary_features
 from emdlot.schema import CLASSES
+from emdlot.training.calibration import apply_prior_shift, fit_prior_shift
 from emdlot.training.lstm import LSTMClassifier
 
 
@@ -138,9 +139,17 @@ def shortcut_baselines(macro_columns: list[int]) -> dict[str, tuple[Callable, Vi
 
 
 def fit_predict(factory: Callable, view: View, train: SequenceArrays,
-                evaluate_on: SequenceArrays, seed: int) -> np.ndarray:
-    """Fit `factory(seed)` on the view of the training firms; class probabilities (N, 3) of `evaluate_on`."""
+                evaluate_on: SequenceArrays, seed: int,
+                folds: list[tuple[SequenceArrays, SequenceArrays]] = ()) -> np.ndarray:
+    """Fit `factory(seed)` on the view of the training firms; class probabilities (N, 3) of `evaluate_on`.
+    With `folds` (cross-validation (train, held-out) pairs inside the training firms), the probabilities
+    carry the prior shift fitted on the same model's held-out predictions (emdlot.training.calibration),
+    as an EMDLOT configuration with `prior_shift` gets it."""
     model = factory(seed).fit(view(train), train.y)
     proba = np.zeros((len(evaluate_on), len(CLASSES)))
     proba[:, model.classes_] = model.predict_proba(view(evaluate_on))
-    return proba
+    if not folds:
+        return proba
+    held_out = np.concatenate([fold_val.y for _, fold_val in folds])
+    oof = np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
+    return apply_prior_shift(proba, fit_prior_shift(held_out, oof))

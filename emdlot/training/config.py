@@ -96,6 +96,13 @@ class EMDLOTConfig(StrictModel):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="after")
+    def _shift_needs_folds(self) -> "EMDLOTConfig":
+        if self.model.prior_shift and not self.train.epoch_folds:
+            raise ValueError("model.prior_shift is fitted on cross-validation folds' predictions: set train.epoch_folds "
+                             "(and refit_on_val) as well")
+        return self
+
     def with_params(self, params: dict[str, Any]) -> "EMDLOTConfig":
         """Copy with flat hyperparameters (e.g. one Tune trial's Table 5 values) routed to their section."""
         model_updates: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -32,6 +32,9 @@ from emdlot.training.state import EpochRecord, FitState, History
 class FitResult:
     model: EMDLOT
     history: History
+    # Per epoch run in this process, the validation firms' class probabilities (out-of-fold predictions
+    # for a cross-validation fold; emdlot.training.calibration fits on them).
+    val_proba: list[np.ndarray] = field(default_factory=list)
 
 
 @contextmanager
@@ -145,6 +148,7 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             generator.set_state(resume.generator)
             torch.set_rng_state(resume.torch_rng)
         total = epochs or cfg.max_epochs
+        val_proba: list[np.ndarray] = []
         bar = tqdm(range(done + 1, total + 1), desc=f"EMDLOT seed {seed}", unit="epoch", initial=done, total=total,
                    disable=not cfg.progress or history.stopped_early)
         for epoch in bar:
@@ -152,7 +156,8 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
                 break
             epoch_start = time.perf_counter()
             losses = _train_one_epoch(model, optimizer, train_batch, config, generator)
-            metrics, composite, _ = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
+            metrics, composite, proba = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
+            val_proba.append(proba)
             score = stopping_score(metrics, composite, cfg.early_stopping)
             record = EpochRecord(epoch=epoch, **losses, val_metrics=metrics.as_dict(), val_score=composite,
                                  stop_score=score, seconds=time.perf_counter() - epoch_start)
@@ -179,4 +184,4 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             model.load_state_dict(best_state)
         model.eval()
     history.wall_time_s += time.perf_counter() - started
-    return FitResult(model=model, history=history)
+    return FitResult(model=model, history=history, val_proba=val_proba)

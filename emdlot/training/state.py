@@ -43,6 +43,8 @@ class History:
     wall_time_s: float = 0.0
     refit: "History | None" = None  # the refit on training + validation firms, when the run made one
     resumed_after: list[int] = field(default_factory=list)  # epochs after which an interrupted fit was continued
+    # With model.prior_shift: the shift fitted on the cross-validation folds' predictions at best_epoch.
+    prior_shift: list[float] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

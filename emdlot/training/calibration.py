@@ -1,0 +1,51 @@
+"""A per-class shift of a classifier's log-probabilities, chosen on out-of-fold predictions.
+
+A model trained on SMOTE-balanced firms can rank well and still decide badly: on firms it has not seen,
+its minority probabilities come out too low (it learnt SMOTE's copies of a few firms too well), so the
+argmax rarely names Extended or Defaulted. The shift moves the decision:
+
+    log p'_c = log p_c + b_c - log sum_k p_k exp(b_k),      b_0 = 0 (Performing is the reference)
+
+b is chosen on predictions for firms each model did not train on (the cross-validation folds inside the
+training + validation firms, never the test firms) to maximise the tuning objective itself (DESIGN.md
+section 4: 0.4 recall + 0.3 F1 + 0.2 mAP + 0.1 AUC, or the three-class penalty):
+
+    b = argmax_{b in G x G} composite(y, p'(b)),   G = {-4, -3.5, ..., 4}, ties to the smallest |b|
+
+A grid, because recall and F1 are step functions of b (no gradient), and coarse: two numbers fitted on a
+few dozen minority firms. The objective keeps mAP and AUC in: a shift that bought recall by scrambling the
+ranking would score lower. A likelihood fit is not used: on the folds a tree gives some minority firms
+probabilities near zero, and a class-balanced log-loss then asks for shifts of e^6 and more that wreck F1
+(benchmarks/prior_shift.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from emdlot.evaluation.metrics import CompositeWeights, classification_metrics, composite_score
+
+GRID = np.arange(-4.0, 4.0 + 1e-9, 0.5)
+
+
+def apply_prior_shift(proba: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """p' = p exp(b) / sum_k p_k exp(b_k), row by row (what EMDLOT's `prior_shift` buffer does in torch)."""
+    shifted = np.asarray(proba, dtype=np.float64) * np.exp(np.asarray(shift, dtype=np.float64))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def fit_prior_shift(y: np.ndarray, proba: np.ndarray, weights: CompositeWeights = CompositeWeights(),
+                    grid: np.ndarray = GRID) -> np.ndarray:
+    """b (3,) with b[0] = 0 maximising the composite score of `apply_prior_shift(proba, b)` against `y`."""
+    y = np.asarray(y, dtype=np.int64)
+    proba = np.asarray(proba, dtype=np.float64)
+    counts = np.bincount(y, minlength=3)
+    if proba.shape != (len(y), 3) or np.any(counts == 0):
+        raise ValueError(f"a prior shift needs out-of-fold probabilities (n, 3) of firms of every class; "
+                         f"got {proba.shape} for {len(y)} labels with class counts {counts.tolist()}")
+    candidates = sorted((np.array([0.0, b1, b2]) for b1 in grid for b2 in grid), key=lambda b: float(b @ b))
+    best, best_score = candidates[0], -np.inf
+    for shift in candidates:  # nearest to no shift first: a later one must score strictly higher
+        score = composite_score(classification_metrics(y, apply_prior_shift(proba, shift)), weights)
+        if score > best_score + 1e-12:
+            best, best_score = shift, score
+    return best
