@@ -14,7 +14,8 @@ EMDLOT's own summary view (trend_summary, 7F columns):
   model on the encoding, i.e. an additive model with a piecewise-linear shape per statistic; logistic_pairs_C_c:
   a linear model on the scores and all their pairwise products (explicit interactions).
 - forest_lr_L: differentiable oblivious trees (emdlot.model.trees, 128 trees of depth 4, the summary encoder of
-  `summary_encoder: forest`) trained alone at learning rate L for 15 epochs of batch 32 (EMDLOT's loop).
+  `summary_encoder: forest`) trained alone at learning rate L for 15 epochs of batch 32 (EMDLOT's loop);
+  forest_TxD: T trees of depth D at rate 0.01 (how large a forest should be; forest_lr_0.01 is forest_128x4).
 - xgboost: the tree baseline on the same columns, for reference; xgboost_depth_1 / _2: the same with stumps (a sum
   of one-column steps, no interactions) or depth-2 trees: where does the tree's lead come from?
 
@@ -106,6 +107,8 @@ def encoders(seed: int) -> dict:
                                                        LogisticRegression(C=c, max_iter=3000))
     for lr in (0.01, 0.0006):  # EMDLOT's loop: 15 epochs of batch 32; 0.0006 is the T-LSTM's rate (Table 5)
         out[f"forest_lr_{lr:g}"] = quantile(ForestClassifier(lr=lr, random_state=seed))
+    for trees, depth in ((128, 6), (256, 4), (64, 6)):  # size and depth at the summary rate 0.01
+        out[f"forest_{trees}x{depth}"] = quantile(ForestClassifier(num_trees=trees, depth=depth, random_state=seed))
     out["xgboost"] = TREE_BASELINES["XGBoost"][0](seed)
     for depth in (1, 2):  # depth 1 adds up one-column steps: no interaction between statistics
         out[f"xgboost_depth_{depth}"] = TREE_BASELINES["XGBoost"][0](seed).set_params(max_depth=depth)
