@@ -2,7 +2,7 @@
 
 On each split of the paper-size synthetic set (matched cutoffs), XGBoost and LightGBM on sequence summaries
 fit on the training + validation firms (SMOTE'd together) and on each of 3 cross-validation folds inside
-them; the folds' held-out predictions fit a shift three ways, and the test firms are scored with each:
+them; the folds' held-out predictions fit a shift four ways, and the test firms are scored with each:
 - "none": the trees' own probabilities;
 - "log-loss": b minimising the class-balanced log-loss of the shifted probabilities (scipy L-BFGS; the
   textbook fit, kept here as the rejected alternative);
