@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from emdlot.training.calibration import apply_prior_shift, fit_prior_shift
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift, fit_prior_shift
 
 
 def calibrated_sample(n: int, prior: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +38,35 @@ def test_where_no_shift_scores_better_none_is_made():
     proba = np.full((50, 3), 0.01)
     proba[np.arange(50), y] = 0.98
     np.testing.assert_array_equal(fit_prior_shift(y, proba), np.zeros(3))
+
+
+def test_a_shift_whose_fits_carry_across_folds_is_kept():
+    """Every fold's minority is equally timid: a shift fitted without fold k lifts fold k too, so the fit stands."""
+    timid = np.array([0.0, -2.5, -2.5])
+    y, posterior = calibrated_sample(3000, np.array([0.9, 0.06, 0.04]), seed=3)
+    fold = np.arange(3000) % 3
+    check = check_prior_shift(y, apply_prior_shift(posterior, timid), fold)
+    assert check.carries and check.nested_shift > check.nested_none + 0.05
+    np.testing.assert_array_equal(check.shift, check.fitted)
+    np.testing.assert_array_equal(check.fitted, fit_prior_shift(y, apply_prior_shift(posterior, timid)))
+    assert len(check.fold_shifts) == 3 and all(s[1] > 1.0 and s[2] > 1.0 for s in check.fold_shifts)
+
+
+def test_a_shift_whose_fits_disagree_across_folds_is_dropped():
+    """One fold's minority probabilities are far too low, the other's far too high: each fold's shift, fitted on the
+    other, moves it the wrong way, so no shift is applied although the pooled fit found one."""
+    prior = np.array([0.9, 0.06, 0.04])
+    y_a, p_a = calibrated_sample(2000, prior, seed=4)
+    y_b, p_b = calibrated_sample(2000, prior, seed=5)
+    y = np.concatenate([y_a, y_b])
+    proba = np.concatenate([apply_prior_shift(p_a, np.array([0.0, -3.0, -3.0])),
+                            apply_prior_shift(p_b, np.array([0.0, 3.0, 3.0]))])
+    check = check_prior_shift(y, proba, np.repeat([0, 1], 2000))
+    assert check.fold_shifts[0][1] < 0 < check.fold_shifts[1][1]  # fitted on the bold fold, then on the timid one
+    assert not check.carries and check.nested_shift < check.nested_none
+    np.testing.assert_array_equal(check.shift, np.zeros(3))
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        check_prior_shift(y, proba, np.zeros(len(y)))
 
 
 def test_applying_a_shift_keeps_rows_normalised_and_zero_changes_nothing():

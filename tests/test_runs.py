@@ -178,32 +178,42 @@ def test_cross_validated_epochs_average_the_folds_and_fix_the_refit_length():
     assert trial.model is None and trial.history.refit is None and trial.val_score == result.val_score
 
 
-def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit_applies_it(monkeypatch):
-    """The shift's fit gets every firm of the folds' held-out parts with its prediction at the chosen epoch, and the
-    refitted model applies what it returns (the fit itself: test_calibration)."""
+def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit_applies_it_where_it_carries(monkeypatch):
+    """The shift's check gets every firm of the folds' held-out parts with its prediction at the chosen epoch and
+    its fold, and the refitted model applies the fitted shift where the check says it carries, none where not (the
+    fit and the check themselves: test_calibration)."""
     import emdlot.runs.single as single
     from emdlot.data.assemble import cv_folds
-    from emdlot.training.calibration import apply_prior_shift
+    from emdlot.training.calibration import ShiftCheck, apply_prior_shift
     from emdlot.training.loop import fit
 
     with pytest.raises(ValueError, match="epoch_folds"):
         FAST.with_params({"prior_shift": True})  # no folds, nothing held out to fit it on
-    seen, shift = [], np.array([0.0, 1.25, -0.5])
-    monkeypatch.setattr(single, "fit_prior_shift", lambda y, proba, weights: seen.append((y, proba, weights)) or shift)
+    seen, shift, carries = [], [0.0, 1.25, -0.5], [True]
+    monkeypatch.setattr(single, "check_prior_shift", lambda y, proba, fold, weights: seen.append((y, proba, fold, weights))
+                        or ShiftCheck(shift, [shift, shift], nested_none=0.5, nested_shift=0.6 if carries[0] else 0.4))
     config = FAST.with_params({"epoch_folds": 2, "refit_on_val": True, "max_epochs": 3, "prior_shift": True})
     union = SequenceArrays.concat(TRAIN, VAL)
     parts = {"train": TRAIN, "val": VAL, "train_val": union, "test": TEST} | cv_folds(union, 2, 3, seed=5)
     result = train_and_score(parts, config, seed=3, score_test=True)
     best = result.history.best_epoch
     folds = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed=3, epochs=3) for i in (1, 2)]
-    [(y, proba, weights)] = seen
+    [(y, proba, fold, weights)] = seen
     np.testing.assert_array_equal(y, np.concatenate([parts[f"cv{i}_val"].y for i in (1, 2)]))
     np.testing.assert_array_equal(proba, np.concatenate([f.val_proba[best - 1] for f in folds]))
-    assert weights == config.train.score_weights and result.history.prior_shift == shift.tolist()
+    np.testing.assert_array_equal(fold, np.repeat([1, 2], [len(parts["cv1_val"]), len(parts["cv2_val"])]))
+    assert weights == config.train.score_weights and result.history.prior_shift == shift
+    assert result.history.prior_shift_check["fitted"] == shift
+    assert {k: result.summary()[f"prior_shift_{k}"] for k in ("extended", "defaulted", "nested_none", "nested_shift")} == {
+        "extended": 1.25, "defaulted": -0.5, "nested_none": 0.5, "nested_shift": 0.6}  # on record in MLflow
     np.testing.assert_allclose(result.model.prior_shift.numpy(), shift)
     plain = train_and_score(parts, config.with_params({"prior_shift": False}), seed=3, score_test=True)
     assert plain.history.best_epoch == best  # training itself is untouched by the switch
-    np.testing.assert_allclose(result.test_proba, apply_prior_shift(plain.test_proba, shift), atol=1e-5)
+    np.testing.assert_allclose(result.test_proba, apply_prior_shift(plain.test_proba, np.array(shift)), atol=1e-5)
+    carries[0] = False
+    dropped = train_and_score(parts, config, seed=3, score_test=True)
+    assert dropped.history.prior_shift == [0.0, 0.0, 0.0] and dropped.history.prior_shift_check["fitted"] == shift
+    np.testing.assert_allclose(dropped.test_proba, plain.test_proba, atol=1e-6)
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ class ModelConfig(StrictModel):
     summary_tree_depth: int = Field(4, ge=1, le=8)
     # Not in the paper: a per-class shift b of the output log-probabilities, log p'_c = log p_c + b_c - log
     # sum_k p_k exp(b_k), held in the buffer `prior_shift` (zero while training, so training is unchanged)
-    # and fitted after training on out-of-fold predictions (emdlot.training.calibration; needs epoch_folds).
+    # and fitted after training on out-of-fold predictions, kept only where a nested check finds that it carries
+    # to firms its fit did not see (emdlot.training.calibration; needs epoch_folds).
     prior_shift: bool = False
 
     @property

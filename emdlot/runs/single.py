@@ -6,7 +6,7 @@ scored only when the caller asks, once, at the end of a final run.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -17,7 +17,7 @@ from emdlot.data.assemble import assemble
 from emdlot.evaluation.metrics import ClassificationMetrics
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.training.calibration import fit_prior_shift
+from emdlot.training.calibration import check_prior_shift
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import FitResult, evaluate, fit, interpret
 from emdlot.training.state import EpochRecord, FitState, History
@@ -44,6 +44,10 @@ class RunResult:
             "val_composite": self.val_score, "best_epoch": self.history.best_epoch,
             "epochs": len(self.history.epochs), "wall_time_s": self.history.wall_time_s,
             "resumes": len(self.history.resumed_after)}
+        check = self.history.prior_shift_check
+        if check is not None:  # the shift applied, and the nested check that decided it (emdlot.training.calibration)
+            out |= {"prior_shift_extended": self.history.prior_shift[1], "prior_shift_defaulted": self.history.prior_shift[2],
+                    "prior_shift_nested_none": check["nested_none"], "prior_shift_nested_shift": check["nested_shift"]}
         if self.test_metrics is not None:
             out |= {f"test_{k}": v for k, v in self.test_metrics.as_dict().items()} | {"test_composite": self.test_score}
         return out
@@ -125,8 +129,8 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
     """`train.epoch_folds` fits, fold i on parts["cv{i}_train"] scored on parts["cv{i}_val"], each for
     max_epochs; the history of their mean per epoch (losses, metrics, scores; classes predicted: the
     fewest of any fold), whose best mean stop score fixes the refit's length. With `model.prior_shift`,
-    the folds' predictions at that epoch (each firm's, from the fold that held it out) fit the shift
-    (`history.prior_shift`). Not checkpointed: an interrupted run repeats its folds."""
+    the folds' predictions at that epoch (each firm's, from the fold that held it out) fit the shift and
+    check that it carries (`history.prior_shift`, `history.prior_shift_check`). Not checkpointed: an interrupted run repeats its folds."""
     folds = config.train.epoch_folds
     missing = [f"cv{i}_{part}" for i in range(1, folds + 1) for part in ("train", "val") if f"cv{i}_{part}" not in parts]
     if missing:
@@ -147,8 +151,10 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
             history.best_score, history.best_epoch = record.stop_score, record.epoch
     if config.model.prior_shift:
         held_out = np.concatenate([parts[f"cv{i}_val"].y for i in range(1, folds + 1)])
+        fold = np.concatenate([np.full(len(parts[f"cv{i}_val"]), i) for i in range(1, folds + 1)])
         proba = np.concatenate([f.val_proba[history.best_epoch - 1] for f in fitted])
-        history.prior_shift = fit_prior_shift(held_out, proba, config.train.score_weights).tolist()
+        check = check_prior_shift(held_out, proba, fold, config.train.score_weights)
+        history.prior_shift, history.prior_shift_check = check.shift.tolist(), asdict(check)
     return history
 
 

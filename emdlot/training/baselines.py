@@ -34,7 +34,7 @@ from xgboost import XGBClassifier
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.summary import sequence_summary_features
 from emdlot.schema import CLASSES
-from emdlot.training.calibration import apply_prior_shift, fit_prior_shift
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift
 from emdlot.training.lstm import LSTMClassifier
 
 
@@ -143,13 +143,14 @@ def fit_predict(factory: Callable, view: View, train: SequenceArrays,
                 folds: list[tuple[SequenceArrays, SequenceArrays]] = ()) -> np.ndarray:
     """Fit `factory(seed)` on the view of the training firms; class probabilities (N, 3) of `evaluate_on`.
     With `folds` (cross-validation (train, held-out) pairs inside the training firms), the probabilities
-    carry the prior shift fitted on the same model's held-out predictions (emdlot.training.calibration),
-    as an EMDLOT configuration with `prior_shift` gets it."""
+    carry the prior shift fitted on the same model's held-out predictions where its nested check keeps it
+    (emdlot.training.calibration), as an EMDLOT configuration with `prior_shift` gets it."""
     model = factory(seed).fit(view(train), train.y)
     proba = np.zeros((len(evaluate_on), len(CLASSES)))
     proba[:, model.classes_] = model.predict_proba(view(evaluate_on))
     if not folds:
         return proba
     held_out = np.concatenate([fold_val.y for _, fold_val in folds])
+    fold = np.concatenate([np.full(len(fold_val), k) for k, (_, fold_val) in enumerate(folds)])
     oof = np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
-    return apply_prior_shift(proba, fit_prior_shift(held_out, oof))
+    return apply_prior_shift(proba, check_prior_shift(held_out, oof, fold).shift)

@@ -17,8 +17,19 @@ few dozen minority firms. The objective keeps mAP and AUC in: a shift that bough
 ranking would score lower. A likelihood fit is not used: on the folds a tree gives some minority firms
 probabilities near zero, and a class-balanced log-loss then asks for shifts of e^6 and more that wreck F1
 (benchmarks/prior_shift.py).
+
+A shift fitted on a few dozen minority firms may not carry to firms it did not see (its fits on different
+folds can even disagree in sign), so it is checked first, on the same held-out predictions, nested: fold k's
+firms are shifted by b^(-k), fitted on the other folds' firms alone, and the shift is kept only where that
+beats no shift,
+
+    keep b  iff  composite(y, p'_i(b^(-k(i)))) > composite(y, p),      else b = 0
+
+(one pooled score over every held-out firm; k(i) is firm i's fold). No test firm enters either fit.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,3 +60,41 @@ def fit_prior_shift(y: np.ndarray, proba: np.ndarray, weights: CompositeWeights 
         if score > best_score + 1e-12:
             best, best_score = shift, score
     return best
+
+
+@dataclass
+class ShiftCheck:
+    """A shift fitted on every fold's held-out predictions, and whether shifts fitted without a fold carry to it."""
+
+    fitted: list[float]  # b, from every held-out firm
+    fold_shifts: list[list[float]]  # b^(-k), from the firms outside fold k, for each fold k in order
+    nested_none: float  # the composite of the held-out predictions as they are
+    nested_shift: float  # the composite with each fold's firms shifted by its b^(-k)
+
+    @property
+    def carries(self) -> bool:
+        return self.nested_shift > self.nested_none
+
+    @property
+    def shift(self) -> np.ndarray:
+        """The shift to apply: b where it carries, else none."""
+        return np.asarray(self.fitted) if self.carries else np.zeros(3)
+
+
+def check_prior_shift(y: np.ndarray, proba: np.ndarray, fold: np.ndarray,
+                      weights: CompositeWeights = CompositeWeights(), grid: np.ndarray = GRID) -> ShiftCheck:
+    """`fit_prior_shift` on held-out predictions from cross-validation, with the nested check above (`fold`:
+    each firm's fold)."""
+    y, proba, fold = np.asarray(y, dtype=np.int64), np.asarray(proba, dtype=np.float64), np.asarray(fold)
+    if len(fold) != len(y) or len(np.unique(fold)) < 2:
+        raise ValueError(f"a nested check of the prior shift needs the fold of each of the {len(y)} firms, "
+                         f"from at least 2 folds; got {len(fold)} fold ids of {len(np.unique(fold))} folds")
+    nested, fold_shifts = proba.copy(), []
+    for k in np.unique(fold):
+        inside = fold == k
+        shift = fit_prior_shift(y[~inside], proba[~inside], weights, grid)
+        nested[inside] = apply_prior_shift(proba[inside], shift)
+        fold_shifts.append(shift.tolist())
+    return ShiftCheck(fitted=fit_prior_shift(y, proba, weights, grid).tolist(), fold_shifts=fold_shifts,
+                      nested_none=composite_score(classification_metrics(y, proba), weights),
+                      nested_shift=composite_score(classification_metrics(y, nested), weights))

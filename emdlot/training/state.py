@@ -44,7 +44,9 @@ class History:
     refit: "History | None" = None  # the refit on training + validation firms, when the run made one
     resumed_after: list[int] = field(default_factory=list)  # epochs after which an interrupted fit was continued
     # With model.prior_shift: the shift fitted on the cross-validation folds' predictions at best_epoch.
+    # Zero where the nested check found that it does not carry (emdlot.training.calibration); the check itself:
     prior_shift: list[float] | None = None
+    prior_shift_check: dict | None = None  # ShiftCheck's fields
 
     def as_dict(self) -> dict:
         return asdict(self)
