@@ -59,10 +59,10 @@ def test_tree_baselines_learn_a_planted_signal_and_give_probabilities(name):
 
 
 def test_a_baseline_given_folds_shifts_its_probabilities_by_what_its_own_held_out_predictions_need():
-    from emdlot.training.calibration import check_prior_shift
-
     """The training firms hold few of the minority classes, so the trees' minority probabilities come out too low
     on balanced held-out firms, in every fold alike: the shift carries and is applied."""
+    from emdlot.training.calibration import check_prior_shift
+
     def few_minority(a: SequenceArrays) -> SequenceArrays:
         return a.subset(np.flatnonzero((a.y == 0) | (np.arange(len(a)) % 15 < 3)))
 
