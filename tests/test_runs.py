@@ -201,7 +201,11 @@ def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit
     [(y, proba, fold, weights)] = seen
     np.testing.assert_array_equal(y, np.concatenate([parts[f"cv{i}_val"].y for i in (1, 2)]))
     np.testing.assert_array_equal(proba, np.concatenate([f.val_proba[best - 1] for f in folds]))
-    np.testing.assert_array_equal(fold, np.repeat([1, 2], [len(parts["cv1_val"]), len(parts["cv2_val"])]))
+    np.testing.assert_array_equal(fold, np.repeat([0, 1], [len(parts["cv1_val"]), len(parts["cv2_val"])]))
+    np.testing.assert_allclose(result.history.held_out_proba, proba)  # unshifted, for a seed ensemble's own shift
+    held_y, held_fold = single.held_out_labels(parts, 2)
+    np.testing.assert_array_equal(held_y, y)
+    np.testing.assert_array_equal(held_fold, fold)
     assert weights == config.train.score_weights and result.history.prior_shift == shift
     assert result.history.prior_shift_check["fitted"] == shift
     assert {k: result.summary()[f"prior_shift_{k}"] for k in ("extended", "defaulted", "nested_none", "nested_shift")} == {

@@ -17,7 +17,7 @@ from emdlot.data.assemble import assemble
 from emdlot.evaluation.metrics import ClassificationMetrics
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.training.calibration import check_prior_shift
+from emdlot.training.calibration import check_prior_shift, fold_labels
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import FitResult, evaluate, fit, interpret
 from emdlot.training.state import EpochRecord, FitState, History
@@ -150,12 +150,17 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
         if record.stop_score > history.best_score:
             history.best_score, history.best_epoch = record.stop_score, record.epoch
     if config.model.prior_shift:
-        held_out = np.concatenate([parts[f"cv{i}_val"].y for i in range(1, folds + 1)])
-        fold = np.concatenate([np.full(len(parts[f"cv{i}_val"]), i) for i in range(1, folds + 1)])
+        held_out, fold = held_out_labels(parts, folds)
         proba = np.concatenate([f.val_proba[history.best_epoch - 1] for f in fitted])
         check = check_prior_shift(held_out, proba, fold, config.train.score_weights)
         history.prior_shift, history.prior_shift_check = check.shift.tolist(), asdict(check)
+        history.held_out_proba = proba.tolist()
     return history
+
+
+def held_out_labels(parts: dict[str, SequenceArrays], folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels and folds of `History.held_out_proba`'s firms: cv1_val's, then cv2_val's, ..."""
+    return fold_labels([parts[f"cv{i}_val"].y for i in range(1, folds + 1)])
 
 
 def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,

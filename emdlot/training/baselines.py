@@ -34,7 +34,7 @@ from xgboost import XGBClassifier
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.summary import sequence_summary_features
 from emdlot.schema import CLASSES
-from emdlot.training.calibration import apply_prior_shift, check_prior_shift
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift, fold_labels
 from emdlot.training.lstm import LSTMClassifier
 
 
@@ -150,7 +150,6 @@ def fit_predict(factory: Callable, view: View, train: SequenceArrays,
     proba[:, model.classes_] = model.predict_proba(view(evaluate_on))
     if not folds:
         return proba
-    held_out = np.concatenate([fold_val.y for _, fold_val in folds])
-    fold = np.concatenate([np.full(len(fold_val), k) for k, (_, fold_val) in enumerate(folds)])
+    held_out, fold = fold_labels([fold_val.y for _, fold_val in folds])
     oof = np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
     return apply_prior_shift(proba, check_prior_shift(held_out, oof, fold).shift)

@@ -26,6 +26,12 @@ beats no shift,
     keep b  iff  composite(y, p'_i(b^(-k(i)))) > composite(y, p),      else b = 0
 
 (one pooled score over every held-out firm; k(i) is firm i's fold). No test firm enters either fit.
+
+A seed ensemble scores with its members' mean probability. Shifting each member and then averaging undoes much
+of each member's shift (quality round 15), so an ensemble can instead be shifted once, on the mean of its
+members' unshifted held-out predictions (the folds are the dataset's, the same firms for every seed):
+
+    b_ens = the checked shift of (1/M) sum_m p^(m)_held-out,      p_ens = p'((1/M) sum_m p^(m), b_ens)
 """
 from __future__ import annotations
 
@@ -98,3 +104,14 @@ def check_prior_shift(y: np.ndarray, proba: np.ndarray, fold: np.ndarray,
     return ShiftCheck(fitted=fit_prior_shift(y, proba, weights, grid).tolist(), fold_shifts=fold_shifts,
                       nested_none=composite_score(classification_metrics(y, proba), weights),
                       nested_shift=composite_score(classification_metrics(y, nested), weights))
+
+
+def fold_labels(held_out: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of each fold's held-out firms, one after another, and each firm's fold (0, 1, ...)."""
+    return np.concatenate(held_out), np.concatenate([np.full(len(y), k) for k, y in enumerate(held_out)])
+
+
+def ensemble_prior_shift(y: np.ndarray, fold: np.ndarray, member_proba: list[np.ndarray],
+                         weights: CompositeWeights = CompositeWeights(), grid: np.ndarray = GRID) -> ShiftCheck:
+    """The checked shift of a seed ensemble: `check_prior_shift` on its members' mean held-out prediction."""
+    return check_prior_shift(y, np.mean(np.asarray(member_proba, dtype=np.float64), axis=0), fold, weights, grid)

@@ -47,6 +47,9 @@ class History:
     # Zero where the nested check found that it does not carry (emdlot.training.calibration); the check itself:
     prior_shift: list[float] | None = None
     prior_shift_check: dict | None = None  # ShiftCheck's fields
+    # The folds' predictions at best_epoch, unshifted, each firm's from the fold that held it out (cv1_val's firms,
+    # then cv2_val's, ...): what a seed ensemble's own shift is fitted on (`calibration.ensemble_prior_shift`).
+    held_out_proba: list[list[float]] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
