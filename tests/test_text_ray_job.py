@@ -98,6 +98,7 @@ def ray_head():
     shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.long
 def test_ray_job_submit_runs_the_flow_on_a_local_head(ray_head, dataset):
     bert = build_tiny_bert(dataset / "bert")
     out = dataset / "out_job"

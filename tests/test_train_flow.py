@@ -78,7 +78,7 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_train_worker_killed_mid_run_resumes_from_its_checkpoint_and_ends_as_if_never_killed(local_ray, tmp_path, one_torch_thread):
     config = EMDLOTConfig().with_params({**TINY, "max_epochs": 5, "patience": 5, "dropout": 0.3})
     parts = {"train": TRAIN, "val": VAL, "test": TEST}

@@ -130,6 +130,7 @@ def test_a_three_trial_search_nests_its_trials_and_writes_a_best_config_train_ca
     assert first.data.params["model.hidden_size"] == "8" and first.data.params["model.dropout"] == "0.3"
 
 
+@pytest.mark.long
 def test_a_search_interrupted_after_some_trials_resumes_without_repeating_any(tiny_search):
     out = tiny_search / "search_resume"
     command = [sys.executable, str(ROOT / "flows" / "tune.py"), *_args(tiny_search, out, 4)]
