@@ -11,7 +11,9 @@ is. Mean, sd and a split-level bootstrap 95% interval per metric; valid runs (al
 predicted) counted, never dropped. An EMDLOT recipe with a prior shift is also scored without it ("no shift":
 the same weights) and with the fitted shift even where its nested check dropped it ("unchecked shift"), so
 the shift's and the check's own effects are measured; its seeds are also averaged first and then shifted once, on
-their mean held-out fold prediction ("seed average, then shift", checked and unchecked). Writes benchmarks/results/quality.json and prints a Markdown table.
+their mean held-out fold prediction ("seed average, then shift", checked and unchecked), and blended with XGBoost
+on the same folds ("hybrid: ...", emdlot.training.blend: the weight fitted on the held-out folds with the checked
+shift, without the shift, and equal weights), per run and per seed average. Writes benchmarks/results/quality.json and prints a Markdown table.
 
 The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 15 epochs) without the
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
@@ -80,6 +82,7 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     _threads()
     from emdlot.runs import assemble_for, train_and_score
     from emdlot.runs.single import held_out_labels
+    from emdlot.training.baselines import TREE_BASELINES, fit_predict, held_out_proba
     from emdlot.training.calibration import apply_prior_shift
     from emdlot.training.config import load_emdlot_config
 
@@ -100,11 +103,34 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     check = result.history.prior_shift_check
     unshifted = apply_prior_shift(result.test_proba, -np.asarray(result.history.prior_shift))
     y, fold = held_out_labels(parts, config.train.epoch_folds)
-    held_out = {"y": y, "fold": fold, "proba": np.asarray(result.history.held_out_proba), "test": unshifted}
+    # The hybrid's tree (emdlot.training.blend): XGBoost on the same folds' SMOTE'd training firms, and on the
+    # training + validation firms for the test firms, seeded as run_baselines seeds it (w = 0 is its shifted row).
+    factory, view = TREE_BASELINES["XGBoost"]
+    folds = [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, config.train.epoch_folds + 1)]
+    held_out = {"y": y, "fold": fold, "proba": np.asarray(result.history.held_out_proba), "test": unshifted,
+                "tree": held_out_proba(factory, view, folds, split_seed),
+                "tree_test": fit_predict(factory, view, parts["train_val"], parts["test"], split_seed)}
+    hybrids = [run | {"model": f"hybrid: EMDLOT {variant} + XGBoost {name}{tag}", **row}
+               for name, row in hybrid_rows([held_out]).items()]
     return [run | {"prior_shift": result.history.prior_shift, "prior_shift_check": check, "held_out": held_out},
             run | {"model": f"EMDLOT {variant} (no shift){tag}", "proba": unshifted.tolist()},
             run | {"model": f"EMDLOT {variant} (unchecked shift){tag}",
-                   "proba": apply_prior_shift(unshifted, np.asarray(check["fitted"])).tolist()}]
+                   "proba": apply_prior_shift(unshifted, np.asarray(check["fitted"])).tolist()}] + hybrids
+
+
+def hybrid_rows(held: list[dict]) -> dict[str, dict]:
+    """EMDLOT blended with XGBoost (emdlot.training.blend) from runs' held-out fold predictions: the weight fitted
+    and the checked shift, the weight fitted without a shift, equal weights and the checked shift. Several runs
+    (seeds of one split) blend their mean probability."""
+    from emdlot.training.blend import blend, fit_blend
+
+    h0 = held[0]
+    emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", "test"))
+    fitted = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"])
+    equal = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], weight=0.5)
+    return {"(fitted weight, shift)": {"proba": fitted.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": fitted.as_dict()},
+            "(fitted weight, no shift)": {"proba": blend(emdlot_test, h0["tree_test"], fitted.weight).tolist(), "blend": fitted.as_dict()},
+            "(equal weights, shift)": {"proba": equal.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": equal.as_dict()}}
 
 
 def summarise_runs(runs: list[dict]) -> dict:
@@ -130,7 +156,7 @@ def summarise_runs(runs: list[dict]) -> dict:
         metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"])) for r in group]
         entry = summarise(metrics, [r["split"] for r in group])
         entry["runs"] = [{"split": r["split"], "seed": r["seed"], **m.as_dict(),
-                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "prior_shift", "prior_shift_check", "seconds") if k in r}}
+                          **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "prior_shift", "prior_shift_check", "blend", "seconds") if k in r}}
                          for r, m in zip(group, metrics)]
         table.setdefault(protocol, {})[model] = entry
     return table
@@ -151,8 +177,14 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
         row = {"split": split, "seed": None, "y": rs[0]["y"], "prior_shift_check": asdict(check)}
         checked.append(row | {"proba": apply_prior_shift(test, check.shift).tolist(), "prior_shift": check.shift.tolist()})
         unchecked.append(row | {"proba": apply_prior_shift(test, np.asarray(check.fitted)).tolist(), "prior_shift": check.fitted})
-    return {(protocol, f"{model} (seed average, then shift)"): checked,
-            (protocol, f"{model} (seed average, then unchecked shift)"): unchecked}
+    out = {(protocol, f"{model} (seed average, then shift)"): checked,
+           (protocol, f"{model} (seed average, then unchecked shift)"): unchecked}
+    variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
+    for split, rs in by_split.items():
+        for name, row in hybrid_rows([r["held_out"] for r in rs]).items():
+            key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost {name} (seed average)" + (f" [{tag}" if tag else ""))
+            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **row})
+    return out
 
 
 def markdown(table: dict) -> str:

@@ -151,5 +151,10 @@ def fit_predict(factory: Callable, view: View, train: SequenceArrays,
     if not folds:
         return proba
     held_out, fold = fold_labels([fold_val.y for _, fold_val in folds])
-    oof = np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
-    return apply_prior_shift(proba, check_prior_shift(held_out, oof, fold).shift)
+    return apply_prior_shift(proba, check_prior_shift(held_out, held_out_proba(factory, view, folds, seed), fold).shift)
+
+
+def held_out_proba(factory: Callable, view: View, folds: list[tuple[SequenceArrays, SequenceArrays]], seed: int) -> np.ndarray:
+    """The model's predictions for each fold's held-out firms from its fit on that fold's training firms, fold after
+    fold (the order of `calibration.fold_labels`)."""
+    return np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
