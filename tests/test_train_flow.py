@@ -197,6 +197,40 @@ def test_the_registered_seed_ensemble_reproduces_its_members_mean_test_predictio
         np.testing.assert_allclose(alone.loc[firm, columns].to_numpy(float), scored.loc[firm, columns].to_numpy(float), atol=1e-6)
 
 
+@pytest.mark.long
+def test_a_hybrid_ensemble_is_tabled_packaged_and_registered_and_scores_raw_files_as_it_scored_its_test_firms(tmp_path):
+    """train.ensemble "hybrid" through the flow: the split's seeds blended with XGBoost on their held-out folds
+    (emdlot.runs.ensemble), in the seed-average table and ensembles.parquet, and the registered package scores the
+    chosen split's raw test rows as the ensemble scored them."""
+    write_dataset(generate(SynthConfig(firms=240, seed=5, distressed_rate=0.25)), tmp_path / "in")
+    (tmp_path / "hybrid.yaml").write_text(
+        "model: {hidden_size: 16, feature_embed_size: 8, num_clusters: 3, prior_shift: true}\n"
+        "train: {batch_size: 32, max_epochs: 2, patience: 2, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 2, "
+        "progress: false, refit_on_val: true, epoch_folds: 2, ensemble: hybrid}\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert flow.main(["--input", str(tmp_path / "in"), "--config", str(tmp_path / "hybrid.yaml"), "--seeds", "2", "--max-seeds", "2",
+                      "--baselines", "XGBoost", "--no-ablations", "--out", str(tmp_path / "out"), "--tracking-uri", uri,
+                      "--num-cpus", "2", "--n-boot", "20"]) == 0
+    ray.shutdown()
+    name = "EMDLOT + XGBoost hybrid (seed average)"
+    averaged = pd.read_csv(tmp_path / "out" / "tables" / "table6_seed_average.csv").set_index("model")
+    assert sorted(averaged.index) == ["EMDLOT (seed average)", name]
+    ensembles = pd.read_parquet(tmp_path / "out" / "ensembles.parquet")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    version = client.search_model_versions("name = 'emdlot'")[0]
+    parent = client.get_run(version.run_id)
+    assert parent.data.tags["package.ensemble"].startswith("hybrid: weight")
+    split = int(parent.data.tags["best.split"])
+    manifest = pd.read_csv(tmp_path / "out" / "splits" / f"seed-{split}" / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
+    test = manifest[manifest["split"] == "test"]
+    rows = contract_rows(load_inputs(tmp_path / "in"), test.set_index("firm_id")["cutoff"])
+    mlflow.set_tracking_uri(uri)
+    scored = mlflow.pyfunc.load_model(f"models:/emdlot/{version.version}").predict(rows[rows["firm_id"].isin(test["firm_id"])])
+    columns = ["p_Performing", "p_Extended", "p_Defaulted"]
+    logged = ensembles.query("model == @name and split == @split").set_index("firm_id").loc[scored["firm_id"]]
+    np.testing.assert_allclose(scored[columns].to_numpy(), logged[columns].to_numpy(), atol=1e-5)
+
+
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert flow.main(["--input", str(tmp_path / "nope")]) == 2
     assert "no such folder" in capsys.readouterr().err

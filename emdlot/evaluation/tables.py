@@ -548,10 +548,12 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, title: str, no
     return paths
 
 
-def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n_boot: int = 200, seed: int = 0) -> dict[str, pd.DataFrame]:
+def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n_boot: int = 200, seed: int = 0,
+                  ensembles: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Every table and figure of the protocol from one prediction table: Table 6 under the paper's rule and
     unselected over the first `n` seeds, Table 7 (ranks) and Table 8 (ablations) of both, Table 6 of the
-    EMDLOT models' seed averages (`seed_average`), per-class recall,
+    EMDLOT models' seed averages (`seed_average`, with `ensembles`: further seed ensembles' rows in its format,
+    such as a decision layer's, emdlot.runs.ensemble), per-class recall,
     confusion matrices. Files in `out_dir`; the frames returned by name."""
     from emdlot.evaluation.figures import confusion_figure, per_class_recall_figure
 
@@ -571,6 +573,9 @@ def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n
             frames[f"table8_{rule}"] = t8 = table8(t6, ablations=tuple(t6.loc[t6["kind"] == "ablation", "model"]))
             write_table(t8, out_dir, f"table8_{rule}", f"Table 8: ablations against the full model, {label}")
     averaged = seed_average(predictions, n)
+    if ensembles is not None and len(ensembles):
+        _check_predictions(ensembles)
+        averaged = pd.concat([averaged, ensembles[REQUIRED]], ignore_index=True)
     if len(averaged):
         frames["table6_seed_average"] = t6 = table6(averaged, run_metrics(averaged), n_boot=n_boot, seed=seed, rule="unselected", n=1)
         write_table(t6, out_dir, "table6_seed_average", f"Table 6 for seed ensembles: the mean probability of the first {n} seeds per split")

@@ -18,6 +18,7 @@ import pandas as pd
 
 from emdlot import tracking
 from emdlot.config import PrepareConfig
+from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import META_FILE, read_meta
 from emdlot.data.contract import load_inputs
 from emdlot.data.prepare import prepare
@@ -27,6 +28,7 @@ from emdlot.evaluation.explain_figures import build_explanations
 from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.report import load_interpretations, write_report
 from emdlot.evaluation.tables import write_results
+from emdlot.runs.ensemble import Ensemble, unshifted_test_proba
 from emdlot.runs.log import dataset_lineage, log_outcome
 from emdlot.runs.package import log_package, write_package
 from emdlot.runs.protocol import PAPER_SEEDS, Outcome, ProtocolSettings, baseline_runs, emdlot_runs, prediction_rows
@@ -70,6 +72,8 @@ class Chosen:
     dataset: Path
     text: Path | None
     test_y: np.ndarray
+    ensemble: Ensemble | None = None  # the runs' decision layer (train.ensemble "shift" or "hybrid")
+    ensemble_proba: np.ndarray | None = None  # its test probabilities
 
 
 @dataclass
@@ -82,7 +86,7 @@ class Evaluation:
 def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evaluation:
     """Run the protocol on every split, in the active MLflow run; outputs in spec.out."""
     tables = load_inputs(spec.input_dir)
-    predictions, chosen, dataset = [], None, None
+    predictions, ensembles, chosen, dataset = [], [], None, None
     for number, split in enumerate(PAPER_SEEDS[:spec.splits], start=1):
         say(f"split {number}/{spec.splits} (seed {split})")
         dataset = spec.data.resolve() if spec.data else prepare_split(spec, split, say)
@@ -113,23 +117,47 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
                     finished.append(outcome)
                     continue
             outcome.result = None  # no other fitted model is kept in memory
-        chosen = _choose(chosen, Chosen(finished, dataset, text, test.y), spec.package)
+        split_runs = Chosen(finished, dataset, text, test.y)
+        if spec.config.train.ensemble != "average" and finished:
+            split_runs.ensemble, split_runs.ensemble_proba, rows = fit_ensemble(finished, own, spec.config, split, test)
+            ensembles.append(rows)
+            m = classification_metrics(test.y, split_runs.ensemble_proba)
+            say(f"  {rows['model'].iloc[0]} of {len(finished)} seeds ({split_runs.ensemble.describe()}): recall {m.recall:.3f} "
+                f"F1 {m.f1:.3f} mAP {m.average_precision:.3f} AUC {m.auc:.3f}")
+        chosen = _choose(chosen, split_runs, spec.package)
     if not predictions:
         raise RuntimeError("no run finished; each run's error is in its nested MLflow run")
     frame = pd.concat(predictions, ignore_index=True)
     frame.to_parquet(spec.out / "predictions.parquet", index=False)
-    frames = write_results(frame, spec.out / "tables", n=spec.protocol.seeds, n_boot=spec.n_boot)
+    ensemble_frame = pd.concat(ensembles, ignore_index=True) if ensembles else None
+    frames = write_results(frame, spec.out / "tables", n=spec.protocol.seeds, n_boot=spec.n_boot, ensembles=ensemble_frame)
     tracking.log_files(*sorted((spec.out / "tables").iterdir()), artifact_path="tables")
     tracking.log_files(spec.out / "predictions.parquet", artifact_path="predictions")
+    if ensemble_frame is not None:
+        ensemble_frame.to_parquet(spec.out / "ensembles.parquet", index=False)
+        tracking.log_files(spec.out / "ensembles.parquet", artifact_path="predictions")
     report = explain(spec.out, dataset, say)
     model_uri = register(chosen, tables, spec, say) if chosen is not None else None
     return Evaluation(frames, report, model_uri)
 
 
+ENSEMBLE_NAMES = {"shift": "EMDLOT (seed average, then shift)", "hybrid": "EMDLOT + XGBoost hybrid (seed average)"}
+
+
+def fit_ensemble(finished: list[Outcome], parts: dict[str, SequenceArrays], config: EMDLOTConfig, split: int,
+                 test: SequenceArrays) -> tuple[Ensemble, np.ndarray, pd.DataFrame]:
+    """A split's seed ensemble with its decision layer (emdlot.runs.ensemble), fitted on the runs' held-out folds:
+    the layer, its test probabilities, and their rows in the seed-average table's format."""
+    ensemble = Ensemble.fit([o.result for o in finished], parts, config, split)
+    proba = ensemble.predict(np.mean([unshifted_test_proba(o.result) for o in finished], axis=0), test)
+    rows = prediction_rows(Outcome(ENSEMBLE_NAMES[ensemble.rule], "emdlot", split, 0, proba), test).assign(seed=-1)
+    return ensemble, proba, rows
+
+
 def _choose(chosen: Chosen | None, split: Chosen, package: str) -> Chosen | None:
     """Whichever split's best EMDLOT run has the better validation score (never a test score; a tie keeps
-    the earlier split), with that run first: all its runs for a seed average, that run alone for "best".
-    The other split's fitted models are let go."""
+    the earlier split), with that run first: all its runs for a seed average (and their decision layer), that
+    run alone for "best" (as fitted, its own shift included). The other split's fitted models are let go."""
     ordered = sorted(split.runs, key=lambda o: -o.result.val_score)  # stable: a tie keeps the seed order
     if not ordered or (chosen is not None and ordered[0].result.val_score <= chosen.runs[0].result.val_score):
         for outcome in ordered:
@@ -137,7 +165,9 @@ def _choose(chosen: Chosen | None, split: Chosen, package: str) -> Chosen | None
         return chosen
     for outcome in (chosen.runs if chosen is not None else []) + (ordered[1:] if package == "best" else []):
         outcome.result = None
-    return Chosen(ordered[:1] if package == "best" else ordered, split.dataset, split.text, split.test_y)
+    if package == "best":
+        return Chosen(ordered[:1], split.dataset, split.text, split.test_y)
+    return Chosen(ordered, split.dataset, split.text, split.test_y, split.ensemble, split.ensemble_proba)
 
 
 def prepare_split(spec: EvaluationSpec, seed: int, say: Callable[[str], None]) -> Path:
@@ -194,7 +224,7 @@ def register(chosen: Chosen, tables, spec: EvaluationSpec, say: Callable[[str], 
     lead, dataset, text = chosen.runs[0], chosen.dataset, chosen.text
     text_model = Path(text).parent / TEXT_MODEL_FILE if text else None
     package = write_package(spec.out / "package", [o.result.model for o in chosen.runs], lead.result.config, dataset,
-                            text_model=text_model if text_model and text_model.exists() else None)
+                            text_model=text_model if text_model and text_model.exists() else None, ensemble=chosen.ensemble)
     manifest = pd.read_csv(dataset / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
     test = manifest[manifest["split"] == "test"]
     rows = contract_rows(tables, test.set_index("firm_id")["cutoff"])
@@ -202,15 +232,18 @@ def register(chosen: Chosen, tables, spec: EvaluationSpec, say: Callable[[str], 
     if text:
         rows = rows.merge(pd.read_parquet(text), on="firm_id", how="left")
     seeds = ",".join(str(o.seed) for o in chosen.runs)
-    metrics = classification_metrics(chosen.test_y, np.mean([o.result.test_proba for o in chosen.runs], axis=0))
+    proba = chosen.ensemble_proba if chosen.ensemble else np.mean([o.result.test_proba for o in chosen.runs], axis=0)
+    metrics = classification_metrics(chosen.test_y, proba)
     mlflow.set_tags({"best.split": str(lead.split), "best.seed": str(lead.seed),
                      "best.val_composite": f"{lead.result.val_score:.4f}", "package.kind": spec.package,
-                     "package.seeds": seeds})
+                     "package.seeds": seeds, "package.ensemble": chosen.ensemble.describe() if chosen.ensemble
+                     else "average" if len(chosen.runs) > 1 else "one run, as fitted"})
     mlflow.log_metrics({f"package_test_{k}": v for k, v in metrics.as_dict().items()})
     info = log_package(package, rows.reset_index(drop=True), registered_name=spec.register_as)
     uri = (f"models:/{spec.register_as}/{info.registered_model_version}" if spec.register_as
            else f"runs:/{mlflow.active_run().info.run_id}/emdlot")
     what = f"the mean of seeds {seeds}" if len(chosen.runs) > 1 else f"seed {lead.seed}"
+    what += f", {chosen.ensemble.describe()}" if chosen.ensemble else ""
     say(f"packaged EMDLOT: {what} of split {lead.split} (best validation {lead.result.val_score:.3f}, seed {lead.seed}; "
         f"its test mAP {metrics.average_precision:.3f}, AUC {metrics.auc:.3f}) -> {uri}")
     return uri

@@ -145,13 +145,23 @@ def fit_predict(factory: Callable, view: View, train: SequenceArrays,
     With `folds` (cross-validation (train, held-out) pairs inside the training firms), the probabilities
     carry the prior shift fitted on the same model's held-out predictions where its nested check keeps it
     (emdlot.training.calibration), as an EMDLOT configuration with `prior_shift` gets it."""
-    model = factory(seed).fit(view(train), train.y)
-    proba = np.zeros((len(evaluate_on), len(CLASSES)))
-    proba[:, model.classes_] = model.predict_proba(view(evaluate_on))
+    proba = predict_proba(fit_model(factory, view, train, seed), view, evaluate_on)
     if not folds:
         return proba
     held_out, fold = fold_labels([fold_val.y for _, fold_val in folds])
     return apply_prior_shift(proba, check_prior_shift(held_out, held_out_proba(factory, view, folds, seed), fold).shift)
+
+
+def fit_model(factory: Callable, view: View, train: SequenceArrays, seed: int):
+    """`factory(seed)` fitted on the view of the training firms."""
+    return factory(seed).fit(view(train), train.y)
+
+
+def predict_proba(model, view: View, arrays: SequenceArrays) -> np.ndarray:
+    """A fitted model's class probabilities (N, 3) of `arrays`; 0 for a class it never saw."""
+    proba = np.zeros((len(arrays), len(CLASSES)))
+    proba[:, model.classes_] = model.predict_proba(view(arrays))
+    return proba
 
 
 def held_out_proba(factory: Callable, view: View, folds: list[tuple[SequenceArrays, SequenceArrays]], seed: int) -> np.ndarray:

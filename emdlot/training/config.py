@@ -59,6 +59,15 @@ class TrainConfig(StrictModel):
     # Not in the paper: the summary encoder's own learning rate (None: learning_rate). A forest's feature
     # choices and thresholds move little at the T-LSTM's rate in a few hundred steps.
     summary_learning_rate: float | None = Field(None, gt=0.0)
+    # Not in the paper: how a seed ensemble (a seed-averaged package, the seed-average table) makes one prediction
+    # of its members (emdlot.runs.ensemble). "average": the mean of their probabilities, each as fitted. "shift":
+    # the mean of their unshifted probabilities, shifted once by the checked shift of their mean held-out fold
+    # prediction. "hybrid": that mean blended with XGBoost on the summary statistics, the weight chosen on the same
+    # held-out folds, then one checked shift (emdlot.training.blend). Both need model.prior_shift's folds.
+    ensemble: Literal["average", "shift", "hybrid"] = "average"
+    # The hybrid's weight on EMDLOT (the rest on XGBoost); None chooses it on the held-out folds by ranking. Equal
+    # weights by default: the fitted weight swung from 0 to 1 between splits and scored lower (quality round 17).
+    ensemble_weight: float | None = Field(0.5, ge=0.0, le=1.0)
     eval_batch_size: int = Field(256, ge=1)  # validation / prediction batches (no effect on results)
     score_weights: CompositeWeights = CompositeWeights()  # DESIGN.md section 4
     device: str = "cpu"
@@ -101,6 +110,9 @@ class EMDLOTConfig(StrictModel):
         if self.model.prior_shift and not self.train.epoch_folds:
             raise ValueError("model.prior_shift is fitted on cross-validation folds' predictions: set train.epoch_folds "
                              "(and refit_on_val) as well")
+        if self.train.ensemble != "average" and not self.model.prior_shift:
+            raise ValueError(f"train.ensemble {self.train.ensemble!r} is fitted on the members' held-out fold predictions, "
+                             "which runs keep only with model.prior_shift: set it (and train.epoch_folds) as well")
         return self
 
     def with_params(self, params: dict[str, Any]) -> "EMDLOTConfig":
