@@ -62,8 +62,8 @@ class TrainConfig(StrictModel):
     # Not in the paper: how a seed ensemble (a seed-averaged package, the seed-average table) makes one prediction
     # of its members (emdlot.runs.ensemble). "average": the mean of their probabilities, each as fitted. "shift":
     # the mean of their unshifted probabilities, shifted once by the checked shift of their mean held-out fold
-    # prediction. "hybrid": that mean blended with XGBoost on the summary statistics, the weight chosen on the same
-    # held-out folds, then one checked shift (emdlot.training.blend). Both need model.prior_shift's folds.
+    # prediction. "hybrid": that mean blended with XGBoost on the summary statistics (weight ensemble_weight), then
+    # one checked shift from the same held-out folds (emdlot.training.blend). Both need model.prior_shift's folds.
     ensemble: Literal["average", "shift", "hybrid"] = "average"
     # The hybrid's weight on EMDLOT (the rest on XGBoost); None chooses it on the held-out folds by ranking. Equal
     # weights by default: the fitted weight swung from 0 to 1 between splits and scored lower (quality round 17).
