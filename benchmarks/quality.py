@@ -164,10 +164,12 @@ def summarise_runs(runs: list[dict]) -> dict:
 
 def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict]]) -> dict:
     """A shift recipe's seeds averaged first and then shifted once (calibration.ensemble_prior_shift, fitted on
-    the mean of their held-out fold predictions), checked and unchecked."""
+    the mean of their held-out fold predictions), checked and unchecked; and the seed averages' hybrids."""
     from emdlot.training.calibration import apply_prior_shift, ensemble_prior_shift
 
     checked, unchecked = [], []
+    variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
+    out: dict = {}
     for split, rs in by_split.items():
         held = [r["held_out"] for r in rs]
         if any(not (np.array_equal(h["y"], held[0]["y"]) and np.array_equal(h["fold"], held[0]["fold"])) for h in held):
@@ -177,14 +179,11 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
         row = {"split": split, "seed": None, "y": rs[0]["y"], "prior_shift_check": asdict(check)}
         checked.append(row | {"proba": apply_prior_shift(test, check.shift).tolist(), "prior_shift": check.shift.tolist()})
         unchecked.append(row | {"proba": apply_prior_shift(test, np.asarray(check.fitted)).tolist(), "prior_shift": check.fitted})
-    out = {(protocol, f"{model} (seed average, then shift)"): checked,
-           (protocol, f"{model} (seed average, then unchecked shift)"): unchecked}
-    variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
-    for split, rs in by_split.items():
-        for name, row in hybrid_rows([r["held_out"] for r in rs]).items():
+        for name, hybrid in hybrid_rows(held).items():
             key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost {name} (seed average)" + (f" [{tag}" if tag else ""))
-            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **row})
-    return out
+            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **hybrid})
+    return {(protocol, f"{model} (seed average, then shift)"): checked,
+            (protocol, f"{model} (seed average, then unchecked shift)"): unchecked} | out
 
 
 def markdown(table: dict) -> str:

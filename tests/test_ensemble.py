@@ -18,7 +18,7 @@ from emdlot.runs.single import held_out_labels
 from emdlot.synth.generate import generate, write_dataset
 from emdlot.training.baselines import TREE_BASELINES, fit_predict, held_out_proba
 from emdlot.training.blend import blend, fit_blend, fit_blend_weight
-from emdlot.training.calibration import apply_prior_shift, check_prior_shift
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift, ensemble_prior_shift
 from emdlot.training.config import EMDLOTConfig
 
 CONFIG = EMDLOTConfig.model_validate({
@@ -35,6 +35,7 @@ def coarse_grid():
     """Every ensemble fitted here searches the coarse shift grid (the grid's own tests: test_calibration)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("emdlot.runs.ensemble.fit_blend", partial(fit_blend, grid=COARSE))
+        patch.setattr("emdlot.runs.ensemble.ensemble_prior_shift", partial(ensemble_prior_shift, grid=COARSE))
         yield
 
 

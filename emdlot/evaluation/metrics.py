@@ -44,6 +44,11 @@ class ClassificationMetrics:
     n_predicted_classes: int  # distinct argmax classes among the predictions
 
     @property
+    def ranking(self) -> float:
+        """(mAP + macro AUC) / 2: threshold-free, so steadier than argmax-based recall and F1 on a few minority firms."""
+        return 0.5 * (self.average_precision + self.auc)
+
+    @property
     def covers_all_classes(self) -> bool:
         return self.n_predicted_classes == NUM_CLASSES
 

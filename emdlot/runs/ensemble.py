@@ -27,7 +27,7 @@ from emdlot.data.arrays import SequenceArrays
 from emdlot.runs.single import RunResult, held_out_labels
 from emdlot.training.baselines import TREE_BASELINES, fit_model, held_out_proba, predict_proba
 from emdlot.training.blend import Blend, fit_blend
-from emdlot.training.calibration import ShiftCheck, apply_prior_shift
+from emdlot.training.calibration import ShiftCheck, apply_prior_shift, ensemble_prior_shift
 from emdlot.training.config import EMDLOTConfig
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -59,9 +59,10 @@ class Ensemble:
             raise ValueError(f"an ensemble decision needs train.ensemble 'shift' or 'hybrid' (got {rule!r}) and runs that "
                              f"kept their held-out fold predictions (model.prior_shift); runs without them: seeds {lacking}")
         y, fold = held_out_labels(parts, folds)
-        members = np.mean([r.history.held_out_proba for r in runs], axis=0)
+        held_out = [r.history.held_out_proba for r in runs]
         if rule == "shift":
-            return cls(rule, fit_blend(y, fold, members, members, config.train.score_weights, weight=1.0))
+            return cls(rule, Blend(1.0, ensemble_prior_shift(y, fold, held_out, config.train.score_weights)))
+        members = np.mean(held_out, axis=0)
         factory, view = TREE_BASELINES[TREE]
         tree_held_out = held_out_proba(factory, view, [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, folds + 1)], seed)
         return cls(rule, fit_blend(y, fold, members, tree_held_out, config.train.score_weights, config.train.ensemble_weight),

@@ -43,9 +43,9 @@ def blend(emdlot_proba: np.ndarray, tree_proba: np.ndarray, weight: float) -> np
 
 
 def ranking(y: np.ndarray, proba: np.ndarray) -> float:
-    """(mAP + macro AUC) / 2: what the blend weight maximises (and early stopping's "ranking" rule)."""
-    metrics = classification_metrics(y, proba)
-    return 0.5 * (metrics.average_precision + metrics.auc)
+    """`ClassificationMetrics.ranking` of the predictions: what the blend weight maximises (and early stopping's
+    "ranking" rule)."""
+    return classification_metrics(y, proba).ranking
 
 
 def fit_blend_weight(y: np.ndarray, emdlot_proba: np.ndarray, tree_proba: np.ndarray,

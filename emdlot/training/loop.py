@@ -74,7 +74,7 @@ def evaluate(model: EMDLOT, batch: Batch, batch_size: int, weights: CompositeWei
 def stopping_score(metrics: ClassificationMetrics, composite: float, rule: str) -> float:
     """The number early stopping maximises (TrainConfig.early_stopping)."""
     if rule == "ranking":
-        return 0.5 * (metrics.average_precision + metrics.auc)
+        return metrics.ranking
     return composite
 
 
