@@ -202,6 +202,8 @@ def markdown(table: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--first-split", type=int, default=0,
+                        help="index into SPLIT_SEEDS of the first split (--first-split 5 --splits 5: the second five)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--protocols", nargs="+", default=["matched", "paper"])
     parser.add_argument("--variants", nargs="*", default=None,
@@ -216,6 +218,7 @@ def main() -> None:
 
     all_variants = training_variants()
     variants = {name: all_variants[name] for name in (all_variants if args.variants is None else args.variants)}
+    splits = SPLIT_SEEDS[args.first_split: args.first_split + args.splits]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=args.workers) as pool:
         from emdlot.config import SynthConfig
@@ -224,7 +227,7 @@ def main() -> None:
         inputs = str(Path(work) / "in")
         write_dataset(generate(SynthConfig(firms=args.firms)), inputs)
         jobs = [pool.submit(prepare_split, inputs, str(Path(work) / f"{p}-{s}-{c}"), p, s, c)
-                for c in args.scaling for p in args.protocols for s in SPLIT_SEEDS[: args.splits]]
+                for c in args.scaling for p in args.protocols for s in splits]
         datasets = [j.result() for j in jobs]
         print(f"[quality] {len(datasets)} datasets prepared in {time.perf_counter() - started:.0f}s", flush=True)
         tasks = []
@@ -244,7 +247,7 @@ def main() -> None:
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
     table = summarise_runs(runs)
     body = {
-        "setup": {"firms": args.firms, "scaling": args.scaling, "splits": SPLIT_SEEDS[: args.splits], "train_seeds": TRAIN_SEEDS[: args.seeds],
+        "setup": {"firms": args.firms, "scaling": args.scaling, "splits": splits, "train_seeds": TRAIN_SEEDS[: args.seeds],
                   "variants": variants, "emdlot_size": "emdlot/configs/demo_model.yaml, use_text false",
                   "baselines": "XGBoost / LightGBM on sequence summaries (7F + length + gap), fit on train and on train + val; shortcut models: "
                                "logistic regression on the last quarter's macro vector / on the sequence length",
