@@ -18,6 +18,8 @@ shift, without the shift, and equal weights), per run and per seed average. Writ
 The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 15 epochs) without the
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
 Run: .venv/bin/python benchmarks/quality.py [--splits 5] [--seeds 3] [--variants paper summary] [--workers 2]
+A round run in parts (--first-split) is pooled with --merge A.json B.json --pairs "MODEL=AGAINST" ...: paired
+differences by split, with a bootstrap interval over the splits.
 """
 from __future__ import annotations
 
@@ -186,6 +188,59 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
             (protocol, f"{model} (seed average, then unchecked shift)"): unchecked} | out
 
 
+def merge_results(paths: list[str]) -> dict:
+    """Several result files of one recipe on different splits (a round run in parts) as one table: each model's runs
+    put together and summarised again from their stored metrics. A split found in two files is refused."""
+    from emdlot.evaluation.metrics import ClassificationMetrics
+    from emdlot.evaluation.uncertainty import summarise
+
+    fields = ("recall", "f1", "average_precision", "auc", "n_predicted_classes")
+    pooled: dict[tuple[str, str], list[dict]] = {}
+    seen: dict[tuple[str, str], set] = {}
+    for path in paths:
+        for protocol, models in json.loads(Path(path).read_text())["results"].items():
+            for model, entry in models.items():
+                splits = {r["split"] for r in entry["runs"]}
+                if splits & seen.setdefault((protocol, model), set()):
+                    raise ValueError(f"{path}: {model} has splits {sorted(splits & seen[(protocol, model)])} in an earlier file too")
+                seen[(protocol, model)] |= splits
+                pooled.setdefault((protocol, model), []).extend(entry["runs"])
+    table: dict = {}
+    for (protocol, model), runs in sorted(pooled.items()):
+        entry = summarise([ClassificationMetrics(**{k: r[k] for k in fields}) for r in runs], [r["split"] for r in runs])
+        table.setdefault(protocol, {})[model] = entry | {"runs": runs}
+    return table
+
+
+def paired(table: dict, model: str, against: str) -> dict:
+    """`model` minus `against`, paired by split: each one's runs on a split averaged first (a seed average is one run),
+    the mean over the splits both have, a bootstrap 95% interval over those splits, and the splits above and below."""
+    from emdlot.evaluation.uncertainty import METRICS, mean_interval
+
+    def by_split(name: str) -> dict[int, dict[str, float]]:
+        runs = table[name]["runs"]
+        return {s: {m: float(np.mean([r[m] for r in runs if r["split"] == s])) for m in METRICS} for s in {r["split"] for r in runs}}
+
+    mine, theirs = by_split(model), by_split(against)
+    shared = sorted(set(mine) & set(theirs))
+    out: dict = {"model": model, "against": against, "splits": shared}
+    for m in METRICS:
+        diffs = np.array([mine[s][m] - theirs[s][m] for s in shared])
+        lo, hi = mean_interval(diffs)
+        out[m] = {"diff": float(diffs.mean()), "ci_low": lo, "ci_high": hi,
+                  "above": int((diffs > 0).sum()), "below": int((diffs < 0).sum())}
+    return out
+
+
+def paired_markdown(rows: list[dict]) -> str:
+    lines = ["| model | against | recall | F1 | mAP | AUC |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{r[m]['diff']:+.3f} [{r[m]['ci_low']:+.3f}, {r[m]['ci_high']:+.3f}] ({r[m]['above']} up, {r[m]['below']} down)"
+                 for m in ("recall", "f1", "average_precision", "auc")]
+        lines.append(f"| {r['model']} | {r['against']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown(table: dict) -> str:
     lines = []
     for protocol, models in table.items():
@@ -214,7 +269,20 @@ def main() -> None:
     parser.add_argument("--firms", type=int, default=1994)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--merge", nargs="+", default=None, metavar="RESULTS",
+                        help="run nothing: pool result files of one recipe on different splits into --out")
+    parser.add_argument("--pairs", nargs="*", default=[], metavar="MODEL=AGAINST",
+                        help="with --merge: paired differences by split to add (names as in the results, protocol matched)")
     args = parser.parse_args()
+    if args.merge:
+        table = merge_results(args.merge)
+        pairs = [paired(table["matched"], *pair.split("=", 1)) for pair in args.pairs]
+        setups = [json.loads(Path(p).read_text())["setup"] for p in args.merge]
+        body = {"setup": {"merged": args.merge, "splits": [s for setup in setups for s in setup["splits"]],
+                          "parts": setups}, "paired": pairs, "results": table}
+        Path(args.out).write_text(json.dumps(body, indent=1))
+        print(markdown(table) + "\n\n" + paired_markdown(pairs))
+        return
 
     all_variants = training_variants()
     variants = {name: all_variants[name] for name in (all_variants if args.variants is None else args.variants)}

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, protocol: ProtocolSettings, config, prepare_co
         result = evaluate(spec, say=lambda line: print(f"train: {line}", flush=True))
         seconds = time.perf_counter() - started
         tracking.log_metrics({"wall_time_s": seconds})
-    for name in ("table6_paper", "table6_unselected", "table7_paper", "table8_paper"):
+    for name in ("table6_paper", "table6_unselected", "table7_paper", "table8_paper", "paired_seed_average"):
         if name in result.tables:
             print((out / "tables" / f"{name}.md").read_text(encoding="utf-8"))
     print(f"train: done in {seconds:.0f}s; outputs in {out}; report {result.report}")

@@ -10,6 +10,8 @@ from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.tables import (
     _weighted_metrics,
     confusion,
+    paired_differences,
+    paired_verdicts,
     per_class_recall,
     run_metrics,
     seed_average,
@@ -18,6 +20,7 @@ from emdlot.evaluation.tables import (
     table6,
     table7,
     table8,
+    write_results,
     write_table,
 )
 from emdlot.schema import CLASSES
@@ -311,3 +314,63 @@ def test_confusion_sums_the_selected_runs_and_figures_are_drawn(tmp_path):
     for path in [confusion_figure(matrices, tmp_path / "confusion.png"),
                  per_class_recall_figure(recall.reset_index(), tmp_path / "recall.png")]:
         assert path.read_bytes()[:4] == b"\x89PNG" and path.stat().st_size > 2000
+
+
+# ---------------------------------------------------------------------------------------------
+# paired differences against the baselines
+
+
+def test_a_paired_interval_keeps_what_two_models_share_out_of_the_difference():
+    """A copy of EMDLOT's probabilities pulled towards uniform ranks and decides exactly as EMDLOT does: their paired
+    difference is 0 with no width, although each one's own Table 6 interval is wide. A clearly better model's
+    interval lies above 0, and the verdict says so."""
+    predictions = synthetic({"EMDLOT": ("emdlot", 3.0), "Weak": ("baseline", 0.5)}, splits=(1, 2, 3), seeds=2)
+    copy = predictions[predictions["model"] == "EMDLOT"].assign(model="Copy", kind="baseline")
+    copy[P_COLS] = 0.5 * copy[P_COLS].to_numpy() + 0.5 / 3
+    predictions = pd.concat([predictions, copy], ignore_index=True)
+    runs = run_metrics(predictions)
+    paired = paired_differences(predictions, runs, ["EMDLOT"], ["Copy", "Weak"], n_boot=100).set_index("against")
+    t6 = table6(predictions, runs, n_boot=100, rule="unselected", n=2).set_index("model")
+    for m in METRICS:
+        assert paired.at["Copy", f"{m}_diff"] == pytest.approx(0.0, abs=1e-12)
+        assert paired.at["Copy", f"{m}_lo"] == pytest.approx(0.0, abs=1e-12) == paired.at["Copy", f"{m}_hi"]
+        assert t6.at["Copy", f"{m}_hi"] - t6.at["Copy", f"{m}_lo"] > 0.01
+        assert paired.at["Weak", f"{m}_diff"] == pytest.approx(t6.at["EMDLOT", f"{m}_mean"] - t6.at["Weak", f"{m}_mean"])
+        assert 0 < paired.at["Weak", f"{m}_lo"] <= paired.at["Weak", f"{m}_diff"] <= paired.at["Weak", f"{m}_hi"]
+    assert list(paired["splits"]) == [3, 3]
+    verdicts = paired_verdicts(paired.reset_index())
+    assert verdicts[0] == "EMDLOT against Copy: no difference these test firms can tell apart."
+    assert verdicts[1].startswith("EMDLOT against Weak: better on Recall, F1-score, mAP, AUC")
+    reverse = paired_differences(predictions, runs, ["Weak"], ["EMDLOT"], n_boot=100)
+    assert "worse on Recall, F1-score, mAP, AUC" in paired_verdicts(reverse)[0]
+
+
+def test_only_the_splits_both_models_ran_on_are_compared():
+    predictions = synthetic({"EMDLOT": ("emdlot", 2.0), "XGBoost": ("baseline", 1.0)}, splits=(1, 2, 3), seeds=2)
+    predictions = predictions[~((predictions["model"] == "XGBoost") & (predictions["split"] == 3))]
+    runs = run_metrics(predictions)
+    (row,) = paired_differences(predictions, runs, ["EMDLOT"], ["XGBoost"], n_boot=0).itertuples(index=False)
+    shared = runs[runs["split"] < 3]
+    assert row.splits == 2
+    assert row.f1_diff == pytest.approx(shared.loc[shared["model"] == "EMDLOT", "f1"].mean()
+                                        - shared.loc[shared["model"] == "XGBoost", "f1"].mean())
+    assert np.isnan(row.f1_lo) and np.isnan(row.f1_hi)
+    assert paired_verdicts(pd.DataFrame([row])) == ["EMDLOT against XGBoost: no interval (n_boot 0), so no verdict."]
+    assert paired_differences(predictions, runs[runs["split"] == 3], ["EMDLOT"], ["XGBoost"]).empty
+
+
+def test_write_results_tables_emdlot_and_its_seed_average_against_every_baseline(tmp_path):
+    models = {"EMDLOT": ("emdlot", 2.0), "ABL1": ("ablation", 1.0), "XGBoost": ("baseline", 1.5), "LR": ("baseline", 0.5)}
+    predictions = synthetic(models, splits=(1, 2), seeds=3)
+    frames = write_results(predictions, tmp_path, n=2, n_boot=20)
+    for name in ("paired_paper", "paired_unselected", "paired_seed_average"):
+        assert sorted(zip(frames[name]["model"], frames[name]["against"])) == sorted(
+            (m, b) for m in [("EMDLOT (seed average)" if name.endswith("average") else "EMDLOT")] for b in ("LR", "XGBoost"))
+        assert (tmp_path / f"{name}.png").exists()
+    row = frames["paired_seed_average"].set_index("against").loc["XGBoost"]
+    averaged = run_metrics(seed_average(predictions, 2))
+    xgb = run_metrics(predictions).query("model == 'XGBoost' and seed_rank < 2")
+    assert row["auc_diff"] == pytest.approx(averaged.query("model == 'EMDLOT (seed average)'")["auc"].mean() - xgb["auc"].mean())
+    md = (tmp_path / "paired_seed_average.md").read_text()
+    assert f"{row['auc_diff']:+.4f} [{row['auc_lo']:.4f}, {row['auc_hi']:.4f}]" in md and "AUC difference" in md
+    assert "EMDLOT (seed average) against XGBoost:" in md

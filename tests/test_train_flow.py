@@ -142,6 +142,10 @@ def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_ablation(tr
         assert (root / "out" / "explanations" / f"{name}.png").stat().st_size > 1000
     report = (root / "out" / "report.html").read_text(encoding="utf-8")
     assert "Table 6" in report and report.count("data:image/png;base64,") >= 4
+    # the packaged seed ensemble against every baseline on the same test firms, in the report's main tables
+    paired = pd.read_csv(tables / "paired_seed_average.csv")
+    assert set(paired["model"]) == {"EMDLOT (seed average)"} and sorted(paired["against"]) == sorted(flow.BASELINES)
+    assert "EMDLOT minus each baseline on the same test firms" in report
 
 
 @pytest.mark.slow

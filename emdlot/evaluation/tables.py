@@ -12,7 +12,8 @@ The chain, top-down:
 3. `table6`: mean, sd and a bootstrap interval per model. About 8 minority firms sit in a test set,
    so the interval resamples test firms as well as splits;
 4. `table7` (ranks), `table8` (ablations against the full model), `shortcut_check` (does a model that
-   sees only the shape of a sequence score like the real ones? then the protocol leaks);
+   sees only the shape of a sequence score like the real ones? then the protocol leaks), `paired_differences`
+   (EMDLOT minus each baseline on the same test firms, with a paired interval);
 5. `seed_average`: the first seeds of each EMDLOT model as one ensemble per split (what a seed-averaged
    package scores), tabled like Table 6;
 6. `confusion`, `per_class_recall`: where the errors fall;
@@ -316,7 +317,7 @@ def table6(predictions: pd.DataFrame, runs: pd.DataFrame, n_boot: int = 200, see
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Ranks, ablations, shortcut check
+# 4. Ranks, ablations, shortcut check, paired differences
 
 
 def table7(table6: pd.DataFrame) -> pd.DataFrame:
@@ -383,6 +384,68 @@ def shortcut_check(table6: pd.DataFrame) -> list[str]:
                              f"the classes can be told apart from the sequence shape alone.")
         else:
             sentences.append(f"{row.model} is near chance (macro AUC {row.auc_mean:.3f}{interval}{against}): no leak seen.")
+    return sentences
+
+
+def paired_differences(predictions: pd.DataFrame, runs: pd.DataFrame, models: Iterable[str], against: Iterable[str],
+                       n_boot: int = 200, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Each of `models` against each of `against` on the same test firms: the difference of their mean metrics over
+    `runs` (rows of `run_metrics`, already selected), model minus comparator, with a paired bootstrap interval.
+
+    Two Table 6 intervals that overlap say little about which model is better: both move with the handful of
+    minority firms a test set happens to hold. `_bootstrap_means` draws the same splits and the same resampled test
+    firms for every model (common random numbers), so the replicates' differences keep what the models share out of
+    the interval. Only the splits both models have runs on count (`splits`). An interval above 0 is evidence that the
+    model beats the comparator on these firms; one that straddles 0 is not, whatever the means say.
+
+    Columns: model, against, splits, then <metric>_diff, <metric>_lo, <metric>_hi per metric (NaN bounds with
+    n_boot = 0).
+    """
+    _check_predictions(predictions)
+    tests = _TestSets(predictions, seed)
+    rows_of = predictions.groupby(["model", "split", "seed"]).indices
+    tail = (1 - level) / 2 * 100
+    replicates: dict[tuple[str, tuple], np.ndarray] = {}
+
+    def boot(model_runs: pd.DataFrame, key: tuple[str, tuple]) -> np.ndarray:
+        if key not in replicates:
+            replicates[key] = _bootstrap_means(model_runs, rows_of, predictions, tests, n_boot, seed)
+        return replicates[key]
+
+    rows = []
+    for model in models:
+        mine = runs[runs["model"] == model]
+        for other in against:
+            theirs = runs[runs["model"] == other]
+            shared = tuple(sorted(set(mine["split"]) & set(theirs["split"])))
+            if not shared:
+                continue
+            a, b = mine[mine["split"].isin(shared)], theirs[theirs["split"].isin(shared)]
+            row: dict = {"model": model, "against": other, "splits": len(shared)}
+            diff = boot(a, (model, shared)) - boot(b, (other, shared)) if n_boot > 0 else None
+            for i, m in enumerate(METRICS):
+                row[f"{m}_diff"] = float(a[m].mean() - b[m].mean())
+                lo, hi = _centred_percentiles(diff[:, i], row[f"{m}_diff"], tail) if diff is not None else (np.nan, np.nan)
+                row[f"{m}_lo"], row[f"{m}_hi"] = lo, hi
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "against", "splits",
+                                       *[f"{m}_{part}" for m in METRICS for part in ("diff", "lo", "hi")]])
+
+
+def paired_verdicts(paired: pd.DataFrame) -> list[str]:
+    """One sentence per row of `paired_differences`: the metrics whose interval lies above or below 0."""
+    sentences = []
+    for row in paired.itertuples(index=False):
+        if not all(np.isfinite(getattr(row, f"{m}_{part}")) for m in METRICS for part in ("lo", "hi")):
+            sentences.append(f"{row.model} against {row.against}: no interval (n_boot 0), so no verdict.")
+            continue
+        better = [METRIC_LABELS[m] for m in METRICS if getattr(row, f"{m}_lo") > 0]
+        worse = [METRIC_LABELS[m] for m in METRICS if getattr(row, f"{m}_hi") < 0]
+        if not better and not worse:
+            sentences.append(f"{row.model} against {row.against}: no difference these test firms can tell apart.")
+            continue
+        said = ([f"better on {', '.join(better)}"] if better else []) + ([f"worse on {', '.join(worse)}"] if worse else [])
+        sentences.append(f"{row.model} against {row.against}: {' and '.join(said)} (interval clear of 0).")
     return sentences
 
 
@@ -464,28 +527,28 @@ def _label(column: str) -> str:
 
 
 def format_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Strings for display: each <metric>_mean with its _sd, _lo, _hi becomes one cell,
+    """Strings for display: each <metric>_mean (or signed <metric>_diff) with its _sd, _lo, _hi becomes one cell,
     "mean ± sd [lo, hi]" (parts that are absent or NaN are left out); other numbers 4 decimals."""
     out = {}
     done: set[str] = set()
     for column in df.columns:
         if column in done:
             continue
-        if column.endswith("_mean"):
-            stem = column[: -len("_mean")]
+        if column.endswith(("_mean", "_diff")):
+            stem, signed = column[:-5], column.endswith("_diff")
             parts = [p for p in ("_sd", "_lo", "_hi") if f"{stem}{p}" in df.columns]
             done.update(f"{stem}{p}" for p in parts)
             cells = []
             for _, row in df.iterrows():
                 mean = row[column]
-                text = _number(column, mean)
+                text = f"{mean:+.4f}" if signed and np.isfinite(mean) else _number(column, mean)
                 if np.isfinite(mean):
                     sd = row.get(f"{stem}_sd", np.nan)
                     lo, hi = row.get(f"{stem}_lo", np.nan), row.get(f"{stem}_hi", np.nan)
                     text += f" ± {sd:.4f}" if np.isfinite(sd) else ""
                     text += f" [{lo:.4f}, {hi:.4f}]" if np.isfinite(lo) and np.isfinite(hi) else ""
                 cells.append(text)
-            out[_label(stem)] = cells
+            out[_label(stem) + (" difference" if signed else "")] = cells
         else:
             out[_label(column)] = [_number(column, v) for v in df[column].tolist()]
     return pd.DataFrame(out)
@@ -548,12 +611,26 @@ def write_table(df: pd.DataFrame, out_dir: str | Path, name: str, title: str, no
     return paths
 
 
+def _write_paired(predictions: pd.DataFrame, runs: pd.DataFrame, name: str, label: str, frames: dict, out_dir: Path,
+                  n_boot: int, seed: int) -> None:
+    """The EMDLOT models' paired differences against every baseline, written when both are present."""
+    models = runs.loc[runs["kind"] == "emdlot", "model"].drop_duplicates()
+    against = runs.loc[runs["kind"] == "baseline", "model"].drop_duplicates()
+    paired = paired_differences(predictions, runs, models, against, n_boot=n_boot, seed=seed)
+    if len(paired):
+        frames[name] = paired
+        write_table(paired, out_dir, name, f"EMDLOT minus each baseline on the same test firms, {label}",
+                    notes=["Paired bootstrap 95% interval (the same resampled splits and test firms for both models)."]
+                    + paired_verdicts(paired))
+
+
 def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n_boot: int = 200, seed: int = 0,
                   ensembles: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Every table and figure of the protocol from one prediction table: Table 6 under the paper's rule and
     unselected over the first `n` seeds, Table 7 (ranks) and Table 8 (ablations) of both, Table 6 of the
     EMDLOT models' seed averages (`seed_average`, with `ensembles`: further seed ensembles' rows in its format,
-    such as a decision layer's, emdlot.runs.ensemble), per-class recall,
+    such as a decision layer's, emdlot.runs.ensemble), the EMDLOT rows of each of the three against every baseline
+    (`paired_differences`: paired_paper, paired_unselected, paired_seed_average), per-class recall,
     confusion matrices. Files in `out_dir`; the frames returned by name."""
     from emdlot.evaluation.figures import confusion_figure, per_class_recall_figure
 
@@ -572,6 +649,7 @@ def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n
         if (t6["model"] == "EMDLOT").any() and t6["kind"].eq("ablation").any():
             frames[f"table8_{rule}"] = t8 = table8(t6, ablations=tuple(t6.loc[t6["kind"] == "ablation", "model"]))
             write_table(t8, out_dir, f"table8_{rule}", f"Table 8: ablations against the full model, {label}")
+        _write_paired(predictions, select_runs(runs, rule, n).runs, f"paired_{rule}", label, frames, out_dir, n_boot, seed)
     averaged = seed_average(predictions, n)
     if ensembles is not None and len(ensembles):
         _check_predictions(ensembles)
@@ -579,6 +657,11 @@ def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n
     if len(averaged):
         frames["table6_seed_average"] = t6 = table6(averaged, run_metrics(averaged), n_boot=n_boot, seed=seed, rule="unselected", n=1)
         write_table(t6, out_dir, "table6_seed_average", f"Table 6 for seed ensembles: the mean probability of the first {n} seeds per split")
+        baselines = predictions[predictions["kind"] == "baseline"]
+        _write_paired(pd.concat([averaged, baselines], ignore_index=True),
+                      pd.concat([run_metrics(averaged), select_runs(runs[runs["kind"] == "baseline"], "unselected", n).runs],
+                                ignore_index=True),
+                      "paired_seed_average", f"seed ensembles against the baselines' first {n} seeds", frames, out_dir, n_boot, seed)
     selected = select_runs(runs, "paper", n).runs
     frames["per_class_recall"] = recall = per_class_recall(selected)
     recall.to_csv(out_dir / "per_class_recall.csv", index=False)
