@@ -196,15 +196,14 @@ def merge_results(paths: list[str]) -> dict:
 
     fields = ("recall", "f1", "average_precision", "auc", "n_predicted_classes")
     pooled: dict[tuple[str, str], list[dict]] = {}
-    seen: dict[tuple[str, str], set] = {}
     for path in paths:
         for protocol, models in json.loads(Path(path).read_text())["results"].items():
             for model, entry in models.items():
-                splits = {r["split"] for r in entry["runs"]}
-                if splits & seen.setdefault((protocol, model), set()):
-                    raise ValueError(f"{path}: {model} has splits {sorted(splits & seen[(protocol, model)])} in an earlier file too")
-                seen[(protocol, model)] |= splits
-                pooled.setdefault((protocol, model), []).extend(entry["runs"])
+                earlier = pooled.setdefault((protocol, model), [])
+                twice = {r["split"] for r in entry["runs"]} & {r["split"] for r in earlier}
+                if twice:
+                    raise ValueError(f"{path}: {model} has splits {sorted(twice)} in an earlier file too")
+                earlier.extend(entry["runs"])
     table: dict = {}
     for (protocol, model), runs in sorted(pooled.items()):
         entry = summarise([ClassificationMetrics(**{k: r[k] for k in fields}) for r in runs], [r["split"] for r in runs])

@@ -655,11 +655,12 @@ def write_results(predictions: pd.DataFrame, out_dir: str | Path, n: int = 10, n
         _check_predictions(ensembles)
         averaged = pd.concat([averaged, ensembles[REQUIRED]], ignore_index=True)
     if len(averaged):
-        frames["table6_seed_average"] = t6 = table6(averaged, run_metrics(averaged), n_boot=n_boot, seed=seed, rule="unselected", n=1)
+        averaged_runs = run_metrics(averaged)
+        frames["table6_seed_average"] = t6 = table6(averaged, averaged_runs, n_boot=n_boot, seed=seed, rule="unselected", n=1)
         write_table(t6, out_dir, "table6_seed_average", f"Table 6 for seed ensembles: the mean probability of the first {n} seeds per split")
         baselines = predictions[predictions["kind"] == "baseline"]
         _write_paired(pd.concat([averaged, baselines], ignore_index=True),
-                      pd.concat([run_metrics(averaged), select_runs(runs[runs["kind"] == "baseline"], "unselected", n).runs],
+                      pd.concat([averaged_runs, select_runs(runs[runs["kind"] == "baseline"], "unselected", n).runs],
                                 ignore_index=True),
                       "paired_seed_average", f"seed ensembles against the baselines' first {n} seeds", frames, out_dir, n_boot, seed)
     selected = select_runs(runs, "paper", n).runs
