@@ -19,7 +19,9 @@ The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
 Run: .venv/bin/python benchmarks/quality.py [--splits 5] [--seeds 3] [--variants paper summary] [--workers 2]
 A round run in parts (--first-split) is pooled with --merge A.json B.json --pairs "MODEL=AGAINST" ...: paired
-differences by split, with a bootstrap interval over the splits.
+differences by split, with a bootstrap interval over the splits. --predictions NPZ stores every run's predictions (a
+shift run's held-out folds too), and --from-predictions NPZ summarises them again without training, so a decision
+layer can be measured on runs already made; --wide-grid adds the shift searched past GRID's edge.
 """
 from __future__ import annotations
 
@@ -36,12 +38,15 @@ from pathlib import Path
 
 import numpy as np
 
+from emdlot.training.calibration import GRID, apply_prior_shift
 from emdlot.training.config import training_variants
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
-SPLIT_SEEDS = [86, 127, 71, 61, 84, 140, 88, 46, 131, 53]
+SPLIT_SEEDS = [86, 127, 71, 61, 84, 140, 88, 46, 131, 53, 125, 134, 50, 114, 138]  # round 19 added the last five
 TRAIN_SEEDS = [86, 127, 71, 61, 84]
 SHIFT_FOLDS = 3  # the trees' prior shift folds: the cross-validation folds of the variants with epoch_folds 3
+SHIFT_GRID = GRID  # the shift grid of the rows derived here (the product's); read at call time, so a test can shrink it
+WIDE_GRID = np.union1d(GRID, [-8.0, -7.0, -6.0, -5.0, 5.0, 6.0, 7.0, 8.0])  # --wide-grid: GRID past its edge, whole steps
 
 
 def _threads() -> None:
@@ -80,12 +85,11 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
     return out
 
 
-def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict:
+def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict | list[dict]:
     _threads()
     from emdlot.runs import assemble_for, train_and_score
     from emdlot.runs.single import held_out_labels
     from emdlot.training.baselines import TREE_BASELINES, fit_predict, held_out_proba
-    from emdlot.training.calibration import apply_prior_shift
     from emdlot.training.config import load_emdlot_config
 
     config = load_emdlot_config(files("emdlot") / "configs" / "demo_model.yaml").with_params(
@@ -100,9 +104,7 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
            "seconds": time.perf_counter() - started}
     if result.history.prior_shift is None:
         return run
-    # The same run without its shift (the shift's inverse), so the shift's effect is measured on identical weights,
-    # and with the fitted shift whether or not its nested check kept it.
-    check = result.history.prior_shift_check
+    # The same run without its shift (the shift's inverse), so the shift's effect is measured on identical weights.
     unshifted = apply_prior_shift(result.test_proba, -np.asarray(result.history.prior_shift))
     y, fold = held_out_labels(parts, config.train.epoch_folds)
     # The hybrid's tree (emdlot.training.blend): XGBoost on the same folds' SMOTE'd training firms, and on the
@@ -112,12 +114,22 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     held_out = {"y": y, "fold": fold, "proba": np.asarray(result.history.held_out_proba), "test": unshifted,
                 "tree": held_out_proba(factory, view, folds, split_seed),
                 "tree_test": fit_predict(factory, view, parts["train_val"], parts["test"], split_seed)}
-    hybrids = [run | {"model": f"hybrid: EMDLOT {variant} + XGBoost {name}{tag}", **row}
-               for name, row in hybrid_rows([held_out]).items()]
-    return [run | {"prior_shift": result.history.prior_shift, "prior_shift_check": check, "held_out": held_out},
-            run | {"model": f"EMDLOT {variant} (no shift){tag}", "proba": unshifted.tolist()},
-            run | {"model": f"EMDLOT {variant} (unchecked shift){tag}",
-                   "proba": apply_prior_shift(unshifted, np.asarray(check["fitted"])).tolist()}] + hybrids
+    run |= {"variant": variant, "tag": tag, "prior_shift": result.history.prior_shift,
+            "prior_shift_check": result.history.prior_shift_check, "held_out": held_out}
+    return [run] + shift_rows(run)
+
+
+def shift_rows(run: dict) -> list[dict]:
+    """A shift run's rows read off its stored predictions: the same weights without the shift, with the fitted shift
+    whether or not its check kept it, and its hybrids (emdlot.training.blend) with the tree of the same folds."""
+    base = {k: v for k, v in run.items() if k not in ("variant", "tag", "prior_shift", "prior_shift_check", "held_out")}
+    base["derived"] = True  # not stored with --predictions: read off the run again when they are loaded
+    variant, tag, unshifted = run["variant"], run["tag"], np.asarray(run["held_out"]["test"])
+    hybrids = [base | {"model": f"hybrid: EMDLOT {variant} + XGBoost {name}{tag}", **row}
+               for name, row in hybrid_rows([run["held_out"]]).items()]
+    return [base | {"model": f"EMDLOT {variant} (no shift){tag}", "proba": unshifted.tolist()},
+            base | {"model": f"EMDLOT {variant} (unchecked shift){tag}",
+                    "proba": apply_prior_shift(unshifted, np.asarray(run["prior_shift_check"]["fitted"])).tolist()}] + hybrids
 
 
 def hybrid_rows(held: list[dict]) -> dict[str, dict]:
@@ -128,15 +140,16 @@ def hybrid_rows(held: list[dict]) -> dict[str, dict]:
 
     h0 = held[0]
     emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", "test"))
-    fitted = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"])
-    equal = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], weight=0.5)
+    fitted = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], grid=SHIFT_GRID)
+    equal = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], weight=0.5, grid=SHIFT_GRID)
     return {"(fitted weight, shift)": {"proba": fitted.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": fitted.as_dict()},
             "(fitted weight, no shift)": {"proba": blend(emdlot_test, h0["tree_test"], fitted.weight).tolist(), "blend": fitted.as_dict()},
             "(equal weights, shift)": {"proba": equal.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": equal.as_dict()}}
 
 
-def summarise_runs(runs: list[dict]) -> dict:
-    """Per (protocol, model): metrics of every run and their summary; EMDLOT seed averages added."""
+def summarise_runs(runs: list[dict], wide: bool = False) -> dict:
+    """Per (protocol, model): metrics of every run and their summary; EMDLOT seed averages added (`wide`: and the
+    rows of `wide_grid_rows`)."""
     from emdlot.evaluation.metrics import classification_metrics
     from emdlot.evaluation.uncertainty import summarise
 
@@ -154,6 +167,7 @@ def summarise_runs(runs: list[dict]) -> dict:
                 for s, rs in by_split.items()]
             if all("held_out" in r for r in group):
                 keyed |= ensemble_shift_rows(protocol, model, by_split)
+                keyed |= wide_grid_rows(protocol, model, by_split) if wide else {}
     for (protocol, model), group in sorted(keyed.items()):
         metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"])) for r in group]
         entry = summarise(metrics, [r["split"] for r in group])
@@ -176,7 +190,7 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
         held = [r["held_out"] for r in rs]
         if any(not (np.array_equal(h["y"], held[0]["y"]) and np.array_equal(h["fold"], held[0]["fold"])) for h in held):
             raise ValueError(f"{model}, split {split}: the seeds' held-out firms differ, so their predictions cannot be averaged")
-        check = ensemble_prior_shift(held[0]["y"], held[0]["fold"], [h["proba"] for h in held])
+        check = ensemble_prior_shift(held[0]["y"], held[0]["fold"], [h["proba"] for h in held], grid=SHIFT_GRID)
         test = np.mean([h["test"] for h in held], axis=0)
         row = {"split": split, "seed": None, "y": rs[0]["y"], "prior_shift_check": asdict(check)}
         checked.append(row | {"proba": apply_prior_shift(test, check.shift).tolist(), "prior_shift": check.shift.tolist()})
@@ -186,6 +200,55 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
             out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **hybrid})
     return {(protocol, f"{model} (seed average, then shift)"): checked,
             (protocol, f"{model} (seed average, then unchecked shift)"): unchecked} | out
+
+
+def wide_grid_rows(protocol: str, model: str, by_split: dict[int, list[dict]]) -> dict:
+    """The checked shift searched on WIDE_GRID instead of GRID (round 19: round 18's fitted shifts sat on GRID's edge,
+    4, in 7 of 10 splits) for the seed average, its equal-weight hybrid and the hybrid's tree alone. That tree is the
+    yardstick's recipe (XGBoost on the training + validation firms, shifted from the same folds), so the yardstick
+    gets the wider search too."""
+    from emdlot.training.blend import fit_blend
+    from emdlot.training.calibration import check_prior_shift
+
+    variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]
+    tag = f" [{tag}" if tag else ""
+    out: dict = {}
+    for split, rs in by_split.items():
+        held = [r["held_out"] for r in rs]
+        y, fold, tree, tree_test = (held[0][k] for k in ("y", "fold", "tree", "tree_test"))
+        emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", "test"))
+        alone, tree_check = (check_prior_shift(y, p, fold, grid=WIDE_GRID) for p in (emdlot_held, tree))
+        hybrid = fit_blend(y, fold, emdlot_held, tree, weight=0.5, grid=WIDE_GRID)
+        rows = {f"{model} (seed average, then shift, wide grid)": (apply_prior_shift(emdlot_test, alone.shift), alone),
+                f"hybrid: EMDLOT {variant} + XGBoost (equal weights, shift, wide grid) (seed average){tag}":
+                    (hybrid.apply(emdlot_test, tree_test), hybrid.check),
+                f"XGBoost (train + val, prior shift, wide grid){tag}": (apply_prior_shift(tree_test, tree_check.shift), tree_check)}
+        for name, (proba, check) in rows.items():
+            out.setdefault((protocol, name), []).append({"split": split, "seed": None, "y": rs[0]["y"], "proba": proba.tolist(),
+                                                         "prior_shift": check.shift.tolist(), "prior_shift_check": asdict(check)})
+    return out
+
+
+def save_predictions(runs: list[dict], path: str) -> None:
+    """Every run's test probabilities and a shift run's held-out fold predictions, so a decision layer can be measured
+    again without training (--from-predictions). A compressed .npz: arrays, and the runs' other fields as JSON."""
+    stored = [r for r in runs if not r.get("derived")]
+    arrays = {"runs": np.array(json.dumps([{k: v for k, v in r.items() if k not in ("proba", "held_out")} for r in stored]))}
+    for i, run in enumerate(stored):
+        arrays[f"{i}/proba"] = np.asarray(run["proba"], dtype=np.float64)
+        arrays |= {f"{i}/held_out/{k}": np.asarray(v) for k, v in run.get("held_out", {}).items()}
+    np.savez_compressed(path, **arrays)
+
+
+def load_predictions(path: str) -> list[dict]:
+    """The runs `save_predictions` stored, with the rows a shift run derives (`shift_rows`) read off them again."""
+    with np.load(path, allow_pickle=False) as stored:
+        runs = json.loads(str(stored["runs"]))
+        for i, run in enumerate(runs):
+            run["proba"] = stored[f"{i}/proba"].tolist()
+            held = {k.rsplit("/", 1)[1]: stored[k] for k in stored.files if k.startswith(f"{i}/held_out/")}
+            run |= {"held_out": held} if held else {}
+    return runs + [row for run in runs if "held_out" in run for row in shift_rows(run)]
 
 
 def merge_results(paths: list[str]) -> dict:
@@ -271,8 +334,21 @@ def main() -> None:
     parser.add_argument("--merge", nargs="+", default=None, metavar="RESULTS",
                         help="run nothing: pool result files of one recipe on different splits into --out")
     parser.add_argument("--pairs", nargs="*", default=[], metavar="MODEL=AGAINST",
-                        help="with --merge: paired differences by split to add (names as in the results, protocol matched)")
+                        help="with --merge or --from-predictions: paired differences by split to add (names as in the "
+                             "results, protocol matched)")
+    parser.add_argument("--wide-grid", action="store_true",
+                        help="add rows with the checked shift searched on WIDE_GRID (seed average, hybrid, its tree)")
+    parser.add_argument("--predictions", default=None, metavar="NPZ", help="also store every run's predictions here")
+    parser.add_argument("--from-predictions", default=None, metavar="NPZ",
+                        help="train nothing: summarise the runs stored with --predictions into --out")
     args = parser.parse_args()
+    if args.from_predictions:
+        table = summarise_runs(load_predictions(args.from_predictions), wide=args.wide_grid)
+        pairs = [paired(table["matched"], *pair.split("=", 1)) for pair in args.pairs]
+        Path(args.out).write_text(json.dumps({"setup": {"from_predictions": args.from_predictions}, "paired": pairs,
+                                              "results": table}, indent=1))
+        print(markdown(table) + "\n\n" + paired_markdown(pairs))
+        return
     if args.merge:
         table = merge_results(args.merge)
         pairs = [paired(table["matched"], *pair.split("=", 1)) for pair in args.pairs]
@@ -308,14 +384,16 @@ def main() -> None:
         runs = []
         for done, job in enumerate(as_completed(tasks), 1):
             result = job.result()
-            runs += result if isinstance(result, list) else [result]
-            last = result[-1] if isinstance(result, list) else result
-            print(f"[quality] {done}/{len(tasks)} {last['protocol']} split {last['split']} {last['model']} "
+            result = result if isinstance(result, list) else [result]
+            runs += result
+            print(f"[quality] {done}/{len(tasks)} {result[-1]['protocol']} split {result[-1]['split']} {result[-1]['model']} "
                   f"({time.perf_counter() - started:.0f}s)", flush=True)
-    table = summarise_runs(runs)
+    if args.predictions:
+        save_predictions(runs, args.predictions)
+    table = summarise_runs(runs, wide=args.wide_grid)
     body = {
         "setup": {"firms": args.firms, "scaling": args.scaling, "splits": splits, "train_seeds": TRAIN_SEEDS[: args.seeds],
-                  "variants": variants, "emdlot_size": "emdlot/configs/demo_model.yaml, use_text false",
+                  "variants": variants, "wide_grid": args.wide_grid, "predictions": args.predictions, "emdlot_size": "emdlot/configs/demo_model.yaml, use_text false",
                   "baselines": "XGBoost / LightGBM on sequence summaries (7F + length + gap), fit on train and on train + val; shortcut models: "
                                "logistic regression on the last quarter's macro vector / on the sequence length",
                   "intervals": "bootstrap 95% over splits (runs on one split resampled together)",

@@ -45,3 +45,54 @@ def test_a_round_run_in_two_parts_merges_to_the_whole_and_pairs_by_split(tmp_pat
         assert (pair[m]["above"], pair[m]["below"]) == (sum(d > 0 for d in diffs), sum(d < 0 for d in diffs))
         assert pair[m]["ci_low"] <= pair[m]["diff"] <= pair[m]["ci_high"]
     assert pair["splits"] == [1, 2, 3, 4]
+
+
+def _shift_runs(seeds, n_test=30) -> list[dict]:
+    """Two seeds' stored shift runs of one split, plus a tree baseline: minority firms' own-class probability 0.005
+    (the majority's 0.0005), so only a shift past e^5.3 names them, beyond GRID's edge of 4."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [60, 12, 12])
+    fold = np.tile([0, 1, 2], len(y) // 3)
+
+    def proba(labels):
+        p = np.full((len(labels), 3), 0.0005)
+        p[np.arange(len(labels)), labels] = 0.005
+        p[:, 0] = 1 - p[:, 1:].sum(axis=1)
+        return p * rng.uniform(0.9, 1.1, p.shape)
+
+    y_test = np.repeat([0, 1, 2], [n_test - 8, 4, 4])
+    tree, tree_test = proba(y), proba(y_test)
+    runs = [{"model": "XGBoost [quantile scaling]", "protocol": "matched", "split": 7, "seed": 7,
+             "proba": tree_test.tolist(), "y": y_test.tolist()}]
+    for seed in seeds:
+        test = proba(y_test)
+        held = {"y": y, "fold": fold, "proba": proba(y), "test": test, "tree": tree, "tree_test": tree_test}
+        check = {"fitted": [0.0, 4.0, 4.0], "fold_shifts": [], "nested_none": 0.0, "nested_shift": 0.0}
+        run = {"model": "EMDLOT v [quantile scaling]", "protocol": "matched", "split": 7, "seed": seed, "proba": test.tolist(),
+               "y": y_test.tolist(), "variant": "v", "tag": " [quantile scaling]", "prior_shift": [0.0, 0.0, 0.0],
+               "prior_shift_check": check, "held_out": held}
+        runs += [run] + quality.shift_rows(run)
+    return runs
+
+
+def test_stored_predictions_summarise_as_the_runs_did_and_the_wide_grid_reaches_past_the_edge(tmp_path, monkeypatch):
+    # The grids cut to their ends (and the wide one's 6): a full search costs minutes here, and only the edge matters.
+    monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0]))
+    monkeypatch.setattr(quality, "WIDE_GRID", np.array([-4.0, 0.0, 4.0, 6.0]))
+    runs = _shift_runs([86, 127])
+    direct = quality.summarise_runs(runs, wide=True)["matched"]
+    quality.save_predictions(runs, str(tmp_path / "p.npz"))
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as stored:
+        assert len(json.loads(str(stored["runs"]))) == 3  # the tree and two shift runs; derived rows are read off them
+    loaded = quality.summarise_runs(quality.load_predictions(str(tmp_path / "p.npz")), wide=True)["matched"]
+    assert sorted(loaded) == sorted(direct)
+    for model in direct:
+        assert [r | {"seconds": 0} for r in loaded[model]["runs"]] == [r | {"seconds": 0} for r in direct[model]["runs"]], model
+
+    wide = direct["XGBoost (train + val, prior shift, wide grid) [quantile scaling]"]["runs"][0]
+    assert max(wide["prior_shift_check"]["fitted"]) > 4  # GRID stops at 4, which names no minority firm here
+    assert wide["recall"] == 1.0 and direct["XGBoost [quantile scaling]"]["recall"]["mean"] == pytest.approx(1 / 3)
+    seed_average = direct["EMDLOT v [quantile scaling] (seed average, then shift, wide grid)"]["runs"][0]
+    assert max(seed_average["prior_shift"]) > 4 and seed_average["recall"] == 1.0
+    assert direct["EMDLOT v [quantile scaling] (seed average, then shift)"]["recall"]["mean"] == pytest.approx(1 / 3)
+    assert "hybrid: EMDLOT v + XGBoost (equal weights, shift, wide grid) (seed average) [quantile scaling]" in direct
