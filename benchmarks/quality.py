@@ -240,14 +240,20 @@ def save_predictions(runs: list[dict], path: str) -> None:
     np.savez_compressed(path, **arrays)
 
 
-def load_predictions(path: str) -> list[dict]:
-    """The runs `save_predictions` stored, with the rows a shift run derives (`shift_rows`) read off them again."""
+def read_predictions(path: str) -> list[dict]:
+    """The runs `save_predictions` stored, as they were stored."""
     with np.load(path, allow_pickle=False) as stored:
         runs = json.loads(str(stored["runs"]))
         for i, run in enumerate(runs):
             run["proba"] = stored[f"{i}/proba"].tolist()
             held = {k.rsplit("/", 1)[1]: stored[k] for k in stored.files if k.startswith(f"{i}/held_out/")}
             run |= {"held_out": held} if held else {}
+    return runs
+
+
+def load_predictions(path: str) -> list[dict]:
+    """The runs `save_predictions` stored, with the rows a shift run derives (`shift_rows`) read off them again."""
+    runs = read_predictions(path)
     return runs + [row for run in runs if "held_out" in run for row in shift_rows(run)]
 
 
