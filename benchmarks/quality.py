@@ -348,20 +348,16 @@ def main() -> None:
     parser.add_argument("--from-predictions", default=None, metavar="NPZ",
                         help="train nothing: summarise the runs stored with --predictions into --out")
     args = parser.parse_args()
-    if args.from_predictions:
-        table = summarise_runs(load_predictions(args.from_predictions), wide=args.wide_grid)
+    if args.from_predictions or args.merge:  # train nothing: a table of runs already made, with the asked-for pairs
+        if args.from_predictions:
+            table = summarise_runs(load_predictions(args.from_predictions), wide=args.wide_grid)
+            setup = {"from_predictions": args.from_predictions}
+        else:
+            table = merge_results(args.merge)
+            setups = [json.loads(Path(p).read_text())["setup"] for p in args.merge]
+            setup = {"merged": args.merge, "splits": [s for part in setups for s in part["splits"]], "parts": setups}
         pairs = [paired(table["matched"], *pair.split("=", 1)) for pair in args.pairs]
-        Path(args.out).write_text(json.dumps({"setup": {"from_predictions": args.from_predictions}, "paired": pairs,
-                                              "results": table}, indent=1))
-        print(markdown(table) + "\n\n" + paired_markdown(pairs))
-        return
-    if args.merge:
-        table = merge_results(args.merge)
-        pairs = [paired(table["matched"], *pair.split("=", 1)) for pair in args.pairs]
-        setups = [json.loads(Path(p).read_text())["setup"] for p in args.merge]
-        body = {"setup": {"merged": args.merge, "splits": [s for setup in setups for s in setup["splits"]],
-                          "parts": setups}, "paired": pairs, "results": table}
-        Path(args.out).write_text(json.dumps(body, indent=1))
+        Path(args.out).write_text(json.dumps({"setup": setup, "paired": pairs, "results": table}, indent=1))
         print(markdown(table) + "\n\n" + paired_markdown(pairs))
         return
 
