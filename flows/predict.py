@@ -101,8 +101,8 @@ def predict(args: argparse.Namespace, input_dir: Path, out: Path, as_of: pd.Time
 
 
 def metric_names(counts: dict) -> dict:
-    """Counts as MLflow metrics: firms, scored, rejected, with_text, rejected.<reason>."""
-    plain = ("firms", "scored", "rejected", "with_text")
+    """Counts as MLflow metrics: firms, scored, rejected, with_text, class_warnings, rejected.<reason>."""
+    plain = ("firms", "scored", "rejected", "with_text", "class_warnings")
     return {k if k in plain else "rejected." + k.replace(" ", "_").replace("-", "_"): v for k, v in counts.items()}
 
 

@@ -117,3 +117,20 @@ def test_class_weights_make_a_rare_class_count_as_much_as_a_common_one():
         weighted = classification_loss(log_probs, y, gamma, w)
         duplicated = classification_loss(log_probs[balanced], y[balanced], gamma)
         assert weighted.item() == pytest.approx(duplicated.item(), rel=1e-6)
+
+
+def test_label_smoothing_bounds_how_sure_the_model_is_rewarded_for_being():
+    log_probs = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.2, 0.5, 0.3]]))
+    y = torch.tensor([0, 2])
+    eps = 0.3
+    by_hand = sum((1 - eps) * -math.log(row[label]) - eps / 3 * sum(math.log(p) for p in row)
+                  for row, label in (((0.9, 0.05, 0.05), 0), ((0.2, 0.5, 0.3), 2))) / 2
+    assert classification_loss(log_probs, y, label_smoothing=eps).item() == pytest.approx(by_hand, rel=1e-6)
+    # without smoothing a surer right answer always costs less; with it, past 1 - eps + eps / K, it costs more
+    def cost(p_right: float, smoothing: float) -> float:
+        row = torch.log(torch.tensor([[p_right, (1 - p_right) / 2, (1 - p_right) / 2]]))
+        return classification_loss(row, torch.tensor([0]), label_smoothing=smoothing).item()
+    assert cost(0.999, 0.0) < cost(0.8, 0.0)
+    assert cost(0.999, eps) > cost(0.8, eps)
+    with pytest.raises(ValueError, match="alternatives"):
+        classification_loss(log_probs, y, 2.0, label_smoothing=eps)

@@ -21,7 +21,8 @@ from emdlot.data.scoring import contract_rows
 from emdlot.model.emdlot import Interpretation
 from emdlot.runs import train_and_score
 from emdlot.runs.package import TEXT_MODEL_FILE, Scorer, log_package, write_package
-from emdlot.scoring.predict import input_firms, top_drivers
+from emdlot.data.assemble import DatasetMeta
+from emdlot.scoring.predict import class_warnings, input_firms, top_drivers
 from emdlot.synth.generate import generate, write_dataset
 from emdlot.text.config import EmbedConfig
 from emdlot.text.io import find_prospectus, read_prospectus, read_split
@@ -167,6 +168,9 @@ def test_the_flow_scores_a_registered_model_as_scorer_score_does_text_features_i
     assert run.data.tags["model.version"] == "1" and run.data.tags["model.run_id"] == package["run_id"]
     assert run.data.metrics["scored"] == len(expected) and run.data.metrics["rejected"] == 2
     assert "predictions/scores.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "predictions")}
+    warned = class_warnings(scored.reset_index(), Scorer(package["folder"]).meta)
+    assert run.data.metrics["class_warnings"] == len(warned)
+    assert ("warnings.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}) == bool(warned)
 
 
 @pytest.mark.slow
@@ -290,6 +294,32 @@ def test_a_bad_output_path_or_date_is_a_one_line_error(tmp_path, small_csv, caps
                     "--tracking-uri", uri) == 2
     err = error_lines(capsys)
     assert len(err) == 1 and "a-file/o.csv: its folder cannot be made" in err[0], err
+
+
+def test_a_batch_with_no_firm_of_a_class_its_share_expects_is_warned_about():
+    meta = DatasetMeta(feature_names=[], financial_features=[], macro_features=[], config=PrepareConfig(),
+                       counts={"train": {"Performing": 140, "Extended": 9, "Defaulted": 6},
+                               "val": {"Performing": 20, "Extended": 2, "Defaulted": 1},
+                               "test": {"Performing": 20, "Extended": 1, "Defaulted": 1},
+                               "rejected": {"Performing": 50, "Extended": 50, "Defaulted": 50},  # not labelled firms
+                               "train_balanced": {"Performing": 140, "Extended": 140, "Defaulted": 140}})
+
+    def batch(classes: list[str], rejected: int = 0) -> pd.DataFrame:
+        return pd.DataFrame({"predicted_class": classes + [""] * rejected,
+                             "status": ["scored"] * len(classes) + ["rejected"] * rejected})
+
+    # 200 scored, all Performing: 12 Extended and 8 Defaulted expected at the labelled firms' shares (12 and 8 of 200)
+    lines = class_warnings(batch(["Performing"] * 200), meta)
+    assert len(lines) == 2 and "predicted Extended" in lines[0] and "about 12 of these 200" in lines[0]
+    assert "predicted Defaulted" in lines[1] and "about 8 of these 200" in lines[1]
+    # one Defaulted named: only Extended is missing; rejected firms do not count towards the batch
+    lines = class_warnings(batch(["Performing"] * 199 + ["Defaulted"], rejected=500), meta)
+    assert len(lines) == 1 and "predicted Extended" in lines[0]
+    # too few firms to expect five of a class: no warning, however one-sided the batch
+    assert class_warnings(batch(["Performing"] * 60), meta) == []
+    assert len(class_warnings(batch(["Performing"] * 60), meta, min_expected=3.0)) == 1
+    # a batch with every class named is never warned about
+    assert class_warnings(batch(["Performing"] * 198 + ["Extended", "Defaulted"]), meta) == []
 
 
 def test_top_drivers_rank_quarter_feature_cells_by_temporal_times_feature_attention():

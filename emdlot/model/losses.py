@@ -11,7 +11,13 @@ Not in the paper: the CE term may be the focal loss (Lin et al. 2017),
     FL = -(1 - p_y)^gamma * log p_y,
 
 which is CE at gamma = 0 and, for gamma > 0, down-weights rows the model already gets right, such as the
-many near copies SMOTE makes of each minority firm once they are learned.
+many near copies SMOTE makes of each minority firm once they are learned. Or it may be smoothed (Szegedy et al.
+2016): the target is (1 - eps) on the label and eps / K on every class,
+
+    CE_eps = (1 - eps) * CE - eps / K * sum_k log p_k,
+
+which bounds how sure the model can get of the few minority firms SMOTE copies, so that a firm like none of them
+is not pushed to near-zero minority probability.
 """
 from __future__ import annotations
 
@@ -31,10 +37,16 @@ class LossTerms:
 
 
 def classification_loss(log_probs: torch.Tensor, y: torch.Tensor, focal_gamma: float = 0.0,
-                        class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                        class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy of the mixture's class probabilities (given as logs) against labels; with
-    `focal_gamma` > 0 each row's term is scaled by (1 - p_y)^gamma (the focal loss). With `class_weights`
-    (K,) the mean is weighted by each row's class weight, as `F.nll_loss(weight=...)` does."""
+    `focal_gamma` > 0 each row's term is scaled by (1 - p_y)^gamma (the focal loss); with `label_smoothing` > 0
+    the targets are smoothed (torch's own: the log-probabilities are already normalised, so its log-softmax
+    leaves them as they are). With `class_weights` (K,) the mean is weighted by each row's class weight, as
+    `F.nll_loss(weight=...)` does."""
+    if focal_gamma and label_smoothing:
+        raise ValueError("focal_gamma and label_smoothing are alternatives: set one of them")
+    if label_smoothing:
+        return F.cross_entropy(log_probs, y, weight=class_weights, label_smoothing=label_smoothing)
     if focal_gamma == 0.0:
         return F.nll_loss(log_probs, y, weight=class_weights)
     log_p = log_probs.gather(1, y[:, None]).squeeze(1)
@@ -70,9 +82,9 @@ def separation_loss(centroids: torch.Tensor) -> torch.Tensor:
 
 def emdlot_loss(log_probs: torch.Tensor, y: torch.Tensor, pi: torch.Tensor, centroids: torch.Tensor | None,
                 dist_loss_weight: float, cluster_loss_weight: float, focal_gamma: float = 0.0,
-                class_weights: torch.Tensor | None = None) -> LossTerms:
+                class_weights: torch.Tensor | None = None, label_smoothing: float = 0.0) -> LossTerms:
     """All three terms and their weighted sum; `centroids` is None for the one-head ablation."""
-    ce = classification_loss(log_probs, y, focal_gamma, class_weights)
+    ce = classification_loss(log_probs, y, focal_gamma, class_weights, label_smoothing)
     dist = distribution_loss(pi)
     sep = separation_loss(centroids) if centroids is not None else ce.new_zeros(())
     return LossTerms(total=ce + dist_loss_weight * dist + cluster_loss_weight * sep, cross_entropy=ce, distribution=dist, separation=sep)

@@ -10,6 +10,10 @@ Top drivers come from the model's own attention (`EMDLOT.interpret`): the share 
 the temporal attention on t times the feature attention on f at t (the feature attention sums to 1 over
 the features of a quarter, the temporal attention to 1 over the valid quarters, so the shares of a firm sum
 to 1). Quarters are counted back from the firm's latest scored quarter, Q-1.
+
+A batch in which no firm is predicted a class that the labelled firms' share says it should hold several of gets a
+warning (`class_warnings`): a decision rule gone wrong (a prior shift dropped by its check, a population unlike the
+training one) can name every issuer Performing, and the table alone would not say so.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from emdlot.data.scoring import check_rows, contract_rows
 from emdlot.data.sequences import keep_last
 from emdlot.model.emdlot import Interpretation
 from emdlot.runs.package import Scorer, score_frame
-from emdlot.schema import PROBABILITY_COLUMNS
+from emdlot.schema import CLASSES, PROBABILITY_COLUMNS
 from emdlot.scoring.model import ModelLoadError, ResolvedModel, resolve_model
 from emdlot.scoring.text import plan_text, text_features_for
 from emdlot.text.io import find_prospectus, read_prospectus
@@ -40,6 +44,7 @@ NO_PANEL, NONE_AS_OF, NO_VALUE = "no row in the panel", "no row on or before the
 REASON_CODES = (NO_PANEL, NONE_AS_OF, NO_VALUE)
 TOP_DRIVERS = 3
 DEFAULT_BATCH_FIRMS = 5000
+MIN_EXPECTED = 5.0  # a class no scored firm is predicted is flagged once the labelled firms' share expects this many
 OUTPUT_COLUMNS = ["firm_id", *PROBABILITY_COLUMNS, "predicted_class", "cluster", "has_text", "top_drivers",
                   "quarters", "last_date", "status", "reason"]
 
@@ -152,6 +157,23 @@ def score_plan(scorer: Scorer, plan: ScoringPlan, text_features: pd.DataFrame | 
     return out[OUTPUT_COLUMNS]
 
 
+def class_warnings(frame: pd.DataFrame, meta: DatasetMeta, min_expected: float = MIN_EXPECTED) -> list[str]:
+    """One line per class that no scored firm of `frame` is predicted although the model's labelled firms (its
+    training, validation and test firms, `meta.counts`) make at least `min_expected` of them expected here."""
+    labelled = {c: sum(meta.counts.get(part, {}).get(c, 0) for part in ("train", "val", "test")) for c in CLASSES}
+    total = sum(labelled.values())
+    predicted = frame.loc[frame["status"] == SCORED, "predicted_class"].value_counts()
+    scored = int(predicted.sum())
+    lines = []
+    for c in CLASSES:
+        expected = scored * labelled[c] / total if total else 0.0
+        if predicted.get(c, 0) == 0 and expected >= min_expected:
+            lines.append(f"no scored firm is predicted {c}, where the model's labelled firms ({labelled[c]} of {total} "
+                         f"{c}) make about {expected:.0f} of these {scored} expected: check the model's decision rule "
+                         "before acting on the classes (the probabilities still rank)")
+    return lines
+
+
 def outcome_counts(plan: ScoringPlan) -> dict[str, int]:
     """firms, scored, rejected, and rejected per reason code."""
     codes = [code for code, _ in plan.rejected.values()]
@@ -199,8 +221,8 @@ def _plan(input_dir: Path, scorer: Scorer, as_of: pd.Timestamp | None) -> tuple[
 def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, uri: str,
                    batch_firms: int = DEFAULT_BATCH_FIRMS, start_ray=None) -> tuple[pd.DataFrame, dict]:
     """Score every firm of a contract folder (labels not needed) with a registered or packaged model, in the
-    active MLflow run: the output table (one row per firm) and the counts. `start_ray()` is called only
-    when text features must be made."""
+    active MLflow run: the output table (one row per firm) and the counts (with "class_warnings": each also
+    printed and logged as warnings.txt). `start_ray()` is called only when text features must be made."""
     with _scorer(model_uri, uri) as (model, scorer):
         mlflow.set_tags({f"model.{k}": v for k, v in model.details.items()})
         tables, plan = _plan(input_dir, scorer, as_of)
@@ -214,7 +236,13 @@ def predict_folder(model_uri: str, input_dir: Path, as_of: pd.Timestamp | None, 
             text = text_features_for(read_prospectus(find_prospectus(input_dir)), plan.scorable, text_plan)
             tracking.log_table(text.firms, "text", "text_status.csv")
         frame = score_plan(scorer, plan, None if text is None else text.features, batch_firms)
-    return frame, outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum())}
+        warnings = class_warnings(frame, scorer.meta)
+    for line in warnings:
+        print(f"predict: warning: {line}", flush=True)
+    if warnings:
+        mlflow.log_text("\n".join(warnings) + "\n", "warnings.txt")
+    return frame, outcome_counts(plan) | {"with_text": int(frame["has_text"].fillna(False).sum()),
+                                          "class_warnings": len(warnings)}
 
 
 def interpret_firm(model_uri: str, input_dir: Path, firm_id: str, uri: str, as_of: pd.Timestamp | None = None,

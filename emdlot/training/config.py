@@ -54,6 +54,8 @@ class TrainConfig(StrictModel):
     balance: Literal["smote", "class_weight"] = "smote"
     # Not in the paper: focal loss in place of the CE term (0: plain cross-entropy, the paper).
     focal_gamma: float = Field(0.0, ge=0.0)
+    # Not in the paper: label smoothing of the CE term's targets (0: none, the paper); not with focal_gamma.
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
     # Early stopping counts an epoch as better only if it beats the best score by more than this.
     min_improvement: float = Field(0.0, ge=0.0)
     # Not in the paper: the summary encoder's own learning rate (None: learning_rate). A forest's feature
@@ -77,6 +79,8 @@ class TrainConfig(StrictModel):
     def _folds_need_a_refit(self) -> "TrainConfig":
         if self.epoch_folds == 1:
             raise ValueError("epoch_folds must be 0 (early stopping on the validation firms) or at least 2")
+        if self.focal_gamma and self.label_smoothing:
+            raise ValueError("focal_gamma and label_smoothing are alternatives: set one of them")
         if self.epoch_folds and not self.refit_on_val:
             raise ValueError("epoch_folds chooses the epoch count of a refit: set refit_on_val true as well")
         return self

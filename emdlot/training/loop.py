@@ -99,7 +99,7 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
         rows = take(train, index)
         out = model(rows)
         terms = emdlot_loss(out.log_probs, rows["y"], out.pi, model.centroids, cfg.dist_loss_weight, cfg.cluster_loss_weight,
-                            cfg.focal_gamma, weights)
+                            cfg.focal_gamma, weights, cfg.label_smoothing)
         optimizer.zero_grad()
         terms.total.backward()
         if cfg.grad_clip_norm is not None:
