@@ -59,18 +59,29 @@ def cross_fitted(y: np.ndarray, fold: np.ndarray, proba: np.ndarray, layer: str)
     return out
 
 
+def held_out_by_split(runs: list[dict], seeds: list[int] | None = None) -> dict[int, dict]:
+    """Per split: the held-out labels, folds and fold tree of the stored shift runs (of `seeds`, default all), and each
+    seed's held-out probabilities; the seeds of a split must share their firms and folds."""
+    by_split: dict[int, dict] = {}
+    for run in runs:
+        if "held_out" not in run or (seeds is not None and run["seed"] not in seeds):
+            continue
+        held = run["held_out"]
+        entry = by_split.setdefault(run["split"], {"y": held["y"], "fold": held["fold"], "tree": held["tree"], "seeds": {}})
+        if not (np.array_equal(entry["y"], held["y"]) and np.array_equal(entry["fold"], held["fold"])):
+            raise ValueError(f"split {run['split']}: seed {run['seed']}'s held-out firms differ from another seed's")
+        entry["seeds"][run["seed"]] = np.asarray(held["proba"])
+    return dict(sorted(by_split.items()))
+
+
 def split_inputs(runs: list[dict]) -> dict[int, dict]:
     """Per split: the held-out labels and folds, and each input's held-out probabilities."""
-    by_split: dict[int, list[dict]] = {}
-    for run in runs:
-        if "held_out" in run:
-            by_split.setdefault(run["split"], []).append(run["held_out"])
     out = {}
-    for split, held in sorted(by_split.items()):
-        emdlot = np.mean([h["proba"] for h in held], axis=0)
-        out[split] = {"y": held[0]["y"], "fold": held[0]["fold"],
-                      "inputs": {"EMDLOT (seed average)": emdlot, "hybrid (w = 0.5)": blend(emdlot, held[0]["tree"], 0.5),
-                                 "XGBoost (the hybrid's tree)": held[0]["tree"]}}
+    for split, held in held_out_by_split(runs).items():
+        emdlot = np.mean(list(held["seeds"].values()), axis=0)
+        out[split] = {"y": held["y"], "fold": held["fold"],
+                      "inputs": {"EMDLOT (seed average)": emdlot, "hybrid (w = 0.5)": blend(emdlot, held["tree"], 0.5),
+                                 "XGBoost (the hybrid's tree)": held["tree"]}}
     return out
 
 

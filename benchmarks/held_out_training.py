@@ -29,7 +29,7 @@ from emdlot.evaluation.metrics import classification_metrics, composite_score
 from emdlot.evaluation.uncertainty import mean_interval
 from emdlot.training.blend import blend
 from emdlot.training.config import training_variants
-from held_out_decisions import cross_fitted
+from held_out_decisions import cross_fitted, held_out_by_split
 from quality import _threads, prepare_split, read_predictions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "held_out_training.json"
@@ -56,17 +56,10 @@ def held_out_fit(dataset: str, params: dict, seed: int) -> dict:
 
 def stored_recipe(runs: list[dict], seeds: list[int]) -> tuple[str, dict[int, dict]]:
     """The stored round's variant and, per split, its held-out labels, folds, fold tree and the named seeds' runs."""
-    shift_runs = [r for r in runs if "held_out" in r and r["seed"] in seeds]
-    variants = {r["variant"] for r in shift_runs}
+    variants = {r["variant"] for r in runs if "held_out" in r and r["seed"] in seeds}
     if len(variants) != 1:
         raise ValueError(f"the stored predictions hold {len(variants)} shift recipes ({sorted(variants)}); one is needed")
-    by_split: dict[int, dict] = {}
-    for run in shift_runs:
-        held = run["held_out"]
-        entry = by_split.setdefault(run["split"], {"y": held["y"], "fold": held["fold"], "tree": held["tree"], "seeds": {}})
-        if not (np.array_equal(entry["y"], held["y"]) and np.array_equal(entry["fold"], held["fold"])):
-            raise ValueError(f"split {run['split']}: seed {run['seed']}'s held-out firms differ from another seed's")
-        entry["seeds"][run["seed"]] = np.asarray(held["proba"])
+    by_split = held_out_by_split(runs, seeds)
     for split, entry in by_split.items():
         if sorted(entry["seeds"]) != sorted(seeds):
             raise ValueError(f"split {split}: stored seeds {sorted(entry['seeds'])}, asked for {sorted(seeds)}")
