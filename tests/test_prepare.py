@@ -236,6 +236,13 @@ def test_smote_lowers_neighbours_for_thin_classes_and_stops_clearly_below_two():
     assert np.bincount(out.y).tolist() == [n - 4] * 3
     with pytest.raises(AssemblyError, match="at least 2 training firms per class; Defaulted has 1"):
         smote_balance(arrays([0] * (n - 3) + [1, 1, 2]), k_neighbors=5, seed=1)
+    # a smote_ratio below 1 makes each smaller class up to that share of the largest, never below its own count
+    base = arrays([0] * 200 + [1] * 12 + [2] * 30)
+    partial = smote_balance(base, k_neighbors=5, seed=1, ratio=0.1)
+    assert np.bincount(partial.y).tolist() == [200, 20, 30]
+    real = np.isin(partial.firm_id, base.firm_id)
+    assert real.sum() == len(base.y) and (partial.y[~real] == 1).all()  # every real firm kept; the copies are Extended
+    np.testing.assert_array_equal(smote_balance(base, 5, 1, ratio=1.0).y, smote_balance(base, 5, 1).y)
 
 
 def test_text_features_join_by_firm_and_synthetic_samples_carry_text(paper_dataset_noval):

@@ -248,6 +248,15 @@ def test_assemble_for_reads_the_parts_a_configuration_needs(prepared_dataset, pa
     weighted = assemble_for(config.with_params({"balance": "class_weight"}), prepared_dataset)
     assert len(weighted["train"]) == len(real["train"])
     assert len(assemble_for(config.with_params({"balance": "class_weight"}), prepared_dataset, balance=True)["train"]) == len(parts["train"])
+    # fewer SMOTE copies: each training part's smaller classes made up to the share of its largest, the loss weighted
+    partial = config.with_params({"smote_ratio": 0.2})
+    assert partial.train.weighs_classes and not config.train.weighs_classes
+    smaller = assemble_for(partial, prepared_dataset)
+    for name in [k for k in keys if k == "train" or k.endswith("_train") or k == "train_val"]:
+        counts = np.bincount(smaller[name].y, minlength=3)
+        assert counts[1:].tolist() == [int(np.ceil(0.2 * counts[0]))] * 2 and counts[0] == np.bincount(parts[name].y)[0]
+    with pytest.raises(ValueError, match="needs balance smote"):
+        config.with_params({"smote_ratio": 0.2, "balance": "class_weight"})
 
 
 def test_cv_folds_are_stratified_disjoint_seeded_and_smote_stays_inside_each_fold():

@@ -95,8 +95,10 @@ def attach_text(arrays: SequenceArrays, text_features: pd.DataFrame | None, dims
     return SequenceArrays(arrays.firm_id, arrays.X, arrays.mask, arrays.delta_t, text, has_text, arrays.y)
 
 
-def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> SequenceArrays:
-    """SMOTE to 1:1:1 on the flattened sequence + mask + delta_t + text; reshaped back, padding re-masked."""
+def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int, ratio: float = 1.0) -> SequenceArrays:
+    """SMOTE to 1:1:1 on the flattened sequence + mask + delta_t + text; reshaped back, padding re-masked. With
+    `ratio` < 1 each smaller class is made up only to that share of the largest class (never below its own count),
+    so there are fewer near copies of each real minority firm; the loss weights then balance the rest."""
     counts = np.bincount(arrays.y, minlength=len(CLASSES))
     present = counts[counts > 0]
     if len(present) < 2:
@@ -112,7 +114,9 @@ def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> Sequen
         arrays.X.reshape(n, -1), arrays.mask.astype(np.float32), arrays.delta_t,
         arrays.text.reshape(n, -1), arrays.text_mask.astype(np.float32),
     ], axis=1)
-    resampled, y = SMOTE(k_neighbors=k, random_state=seed).fit_resample(flat, arrays.y)
+    target = {c: max(int(n_c), int(np.ceil(ratio * counts.max()))) for c, n_c in enumerate(counts) if n_c > 0}
+    resampled, y = SMOTE(sampling_strategy="auto" if ratio == 1.0 else target, k_neighbors=k,
+                         random_state=seed).fit_resample(flat, arrays.y)
     extra = len(y) - n
     cut = np.cumsum([t * f, t, t, s * d])
     X, mask, delta_t, text, text_mask = np.split(resampled, cut, axis=1)
@@ -127,7 +131,8 @@ def smote_balance(arrays: SequenceArrays, k_neighbors: int, seed: int) -> Sequen
     return SequenceArrays(firm_id, X.astype(np.float32), mask, delta_t.astype(np.float32), text.astype(np.float32), text_mask, y.astype(np.int64))
 
 
-def cv_folds(arrays: SequenceArrays, folds: int, k_neighbors: int, seed: int, balance: bool = True) -> dict[str, SequenceArrays]:
+def cv_folds(arrays: SequenceArrays, folds: int, k_neighbors: int, seed: int, balance: bool = True,
+             smote_ratio: float = 1.0) -> dict[str, SequenceArrays]:
     """Stratified k-fold of real firms (seeded): "cv{i}_val" is fold i, "cv{i}_train" the other folds,
     SMOTE-balanced on their own (so no synthetic firm is built from a firm of the fold it is scored on)."""
     counts = np.bincount(arrays.y, minlength=len(CLASSES))
@@ -138,15 +143,15 @@ def cv_folds(arrays: SequenceArrays, folds: int, k_neighbors: int, seed: int, ba
     out = {}
     for i, (train, val) in enumerate(splitter.split(np.zeros(len(arrays.y)), arrays.y), 1):
         fold_train = arrays.subset(train)
-        out[f"cv{i}_train"] = smote_balance(fold_train, k_neighbors, seed) if balance else fold_train
+        out[f"cv{i}_train"] = smote_balance(fold_train, k_neighbors, seed, smote_ratio) if balance else fold_train
         out[f"cv{i}_val"] = arrays.subset(val)
     return out
 
 
 def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | None = None,
              cfg: PrepareConfig | None = None, balance: bool = True, with_train_val: bool = False,
-             folds: int = 0) -> dict[str, SequenceArrays]:
-    """Train (SMOTE-balanced), val and test arrays of a prepared dataset, with text joined by firm_id;
+             folds: int = 0, smote_ratio: float = 1.0) -> dict[str, SequenceArrays]:
+    """Train (SMOTE-balanced, up to `smote_ratio` of the largest class), val and test arrays of a prepared dataset, with text joined by firm_id;
     with `with_train_val`, also "train_val": training and validation firms SMOTE-balanced together (for a
     refit once early stopping has chosen the epoch count); with `folds` >= 2, also `cv_folds` of the
     training and validation firms (for choosing that count by cross-validation)."""
@@ -161,9 +166,9 @@ def assemble(dataset: str | Path, text_features: str | Path | pd.DataFrame | Non
     if with_train_val or folds:
         union = SequenceArrays.concat(out["train"], out["val"])
         if with_train_val:
-            out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed) if balance else union
+            out["train_val"] = smote_balance(union, cfg.smote_k_neighbors, cfg.seed, smote_ratio) if balance else union
         if folds:
-            out |= cv_folds(union, folds, cfg.smote_k_neighbors, cfg.seed, balance)
+            out |= cv_folds(union, folds, cfg.smote_k_neighbors, cfg.seed, balance, smote_ratio)
     if balance:
-        out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed)
+        out["train"] = smote_balance(out["train"], cfg.smote_k_neighbors, cfg.seed, smote_ratio)
     return out

@@ -86,7 +86,8 @@ def assemble_for(config: EMDLOTConfig, dataset: str | Path, text_features=None,
     "smote" (or as `balance` says), "train_val" for a refit (not with `refit=False`, as `fit_run` takes
     it), the cross-validation folds for `epoch_folds`."""
     return assemble(dataset, text_features, balance=config.train.balance == "smote" if balance is None else balance,
-                    with_train_val=config.train.refit_on_val and refit, folds=config.train.epoch_folds)
+                    with_train_val=config.train.refit_on_val and refit, folds=config.train.epoch_folds,
+                    smote_ratio=config.train.smote_ratio)
 
 
 def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,

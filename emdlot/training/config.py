@@ -52,6 +52,10 @@ class TrainConfig(StrictModel):
     # "class_weight" (not in the paper: the real training firms only, each class's loss terms weighted by
     # n / (K n_c), so a minority firm counts as much as SMOTE's copies of it would, without the copies).
     balance: Literal["smote", "class_weight"] = "smote"
+    # Not in the paper: with "smote", each smaller class is SMOTE'd up to this share of the largest class (1: 1:1:1,
+    # the paper); below 1 there are fewer near copies of each real minority firm and the loss's class weights
+    # n / (K n_c), over the resampled firms, balance the rest.
+    smote_ratio: float = Field(1.0, gt=0.0, le=1.0)
     # Not in the paper: focal loss in place of the CE term (0: plain cross-entropy, the paper).
     focal_gamma: float = Field(0.0, ge=0.0)
     # Not in the paper: label smoothing of the CE term's targets (0: none, the paper); not with focal_gamma.
@@ -79,11 +83,18 @@ class TrainConfig(StrictModel):
     def _folds_need_a_refit(self) -> "TrainConfig":
         if self.epoch_folds == 1:
             raise ValueError("epoch_folds must be 0 (early stopping on the validation firms) or at least 2")
+        if self.balance == "class_weight" and self.smote_ratio < 1.0:
+            raise ValueError("smote_ratio is a share of SMOTE's copies: it needs balance smote")
         if self.focal_gamma and self.label_smoothing:
             raise ValueError("focal_gamma and label_smoothing are alternatives: set one of them")
         if self.epoch_folds and not self.refit_on_val:
             raise ValueError("epoch_folds chooses the epoch count of a refit: set refit_on_val true as well")
         return self
+
+    @property
+    def weighs_classes(self) -> bool:
+        """Whether the loss weights each class n / (K n_c): without SMOTE's copies, or with fewer of them."""
+        return self.balance == "class_weight" or self.smote_ratio < 1.0
 
     def optimizer(self, params: Iterable[torch.nn.Parameter],
                   summary: Iterable[torch.nn.Parameter] = ()) -> torch.optim.AdamW:

@@ -49,7 +49,7 @@ def warm_up_encoder(model: EMDLOT, train: Batch, config: TrainConfig, generator:
     optimizer = config.optimizer(params, model.summary_parameters())
     model.train()
     losses = []
-    weights = balancing_weights(train["y"], len(CLASSES)) if config.balance == "class_weight" else None
+    weights = balancing_weights(train["y"], len(CLASSES)) if config.weighs_classes else None
     for _ in tqdm(range(config.warmup_epochs), desc="warm-up", unit="epoch", disable=not config.progress, leave=False):
         total, count = 0.0, 0
         for index in shuffled_batches(batch_size_of(train), config.batch_size, generator):

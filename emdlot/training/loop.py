@@ -94,7 +94,7 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
     model.train()
     cfg = config.train
     sums = {"train_loss": 0.0, "train_cross_entropy": 0.0, "train_distribution": 0.0, "train_separation": 0.0}
-    weights = balancing_weights(train["y"], len(CLASSES)) if cfg.balance == "class_weight" else None
+    weights = balancing_weights(train["y"], len(CLASSES)) if cfg.weighs_classes else None
     for index in shuffled_batches(batch_size_of(train), cfg.batch_size, generator):
         rows = take(train, index)
         out = model(rows)
