@@ -11,7 +11,7 @@ the temporal attention on t times the feature attention on f at t (the feature a
 the features of a quarter, the temporal attention to 1 over the valid quarters, so the shares of a firm sum
 to 1). Quarters are counted back from the firm's latest scored quarter, Q-1.
 
-A batch in which no firm is predicted a class that the labelled firms' share says it should hold several of gets a
+A batch in which no firm is predicted classes that the labelled firms' shares say it should hold several of gets a
 warning (`class_warnings`): a decision rule gone wrong (a prior shift dropped by its check, a population unlike the
 training one) can name every issuer Performing, and the table alone would not say so.
 """
@@ -44,7 +44,7 @@ NO_PANEL, NONE_AS_OF, NO_VALUE = "no row in the panel", "no row on or before the
 REASON_CODES = (NO_PANEL, NONE_AS_OF, NO_VALUE)
 TOP_DRIVERS = 3
 DEFAULT_BATCH_FIRMS = 5000
-MIN_EXPECTED = 5.0  # a class no scored firm is predicted is flagged once the labelled firms' share expects this many
+MIN_EXPECTED = 5.0  # classes no scored firm is predicted are flagged once the labelled firms' shares expect this many
 OUTPUT_COLUMNS = ["firm_id", *PROBABILITY_COLUMNS, "predicted_class", "cluster", "has_text", "top_drivers",
                   "quarters", "last_date", "status", "reason"]
 
@@ -158,20 +158,20 @@ def score_plan(scorer: Scorer, plan: ScoringPlan, text_features: pd.DataFrame | 
 
 
 def class_warnings(frame: pd.DataFrame, meta: DatasetMeta, min_expected: float = MIN_EXPECTED) -> list[str]:
-    """One line per class that no scored firm of `frame` is predicted although the model's labelled firms (its
-    training, validation and test firms, `meta.counts`) make at least `min_expected` of them expected here."""
+    """A line when no scored firm of `frame` is predicted some classes although the model's labelled firms (its
+    training, validation and test firms, `meta.counts`) make at least `min_expected` firms of those classes together
+    expected here; else none. Together, because a rare class alone is often expected only a few times in a batch."""
     labelled = {c: sum(meta.counts.get(part, {}).get(c, 0) for part in ("train", "val", "test")) for c in CLASSES}
     total = sum(labelled.values())
     predicted = frame.loc[frame["status"] == SCORED, "predicted_class"].value_counts()
     scored = int(predicted.sum())
-    lines = []
-    for c in CLASSES:
-        expected = scored * labelled[c] / total if total else 0.0
-        if predicted.get(c, 0) == 0 and expected >= min_expected:
-            lines.append(f"no scored firm is predicted {c}, where the model's labelled firms ({labelled[c]} of {total} "
-                         f"{c}) make about {expected:.0f} of these {scored} expected: check the model's decision rule "
-                         "before acting on the classes (the probabilities still rank)")
-    return lines
+    missing = [c for c in CLASSES if predicted.get(c, 0) == 0]
+    expected = scored * sum(labelled[c] for c in missing) / total if total else 0.0
+    if not missing or expected < min_expected:
+        return []
+    return [f"no scored firm is predicted {' or '.join(missing)}, where the model's labelled firms "
+            f"({sum(labelled[c] for c in missing)} of {total}) make about {expected:.0f} of these {scored} expected: check "
+            "the model's decision rule before acting on the classes (the probabilities still rank)"]
 
 
 def outcome_counts(plan: ScoringPlan) -> dict[str, int]:
