@@ -29,11 +29,10 @@ from emdlot.evaluation.metrics import classification_metrics, composite_score
 from emdlot.evaluation.uncertainty import mean_interval
 from emdlot.training.blend import blend
 from emdlot.training.config import training_variants
-from held_out_decisions import cross_fitted, held_out_by_split
+from held_out_decisions import METRICS, cross_fitted, held_out_by_split
 from quality import _threads, prepare_split, read_predictions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "held_out_training.json"
-METRICS = ("composite", "recall", "f1", "average_precision", "auc")
 LAYERS = ("none", "shift")
 
 

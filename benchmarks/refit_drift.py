@@ -1,4 +1,4 @@
-"""Does the refitted model decide like the fold models whose held-out predictions fitted its shift? No labels read.
+"""Does the refitted model decide like the fold models whose held-out predictions fitted its shift? No test label read.
 
 A shift recipe fits its prior shift on the cross-validation folds' held-out predictions, then applies it to a model
 refitted on all training + validation firms. If the refit is surer than the fold models, the shift carries less than
