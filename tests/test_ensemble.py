@@ -78,6 +78,21 @@ def test_a_hybrid_blends_the_members_mean_with_xgboost_fitted_on_the_same_folds_
     np.testing.assert_allclose(ensemble.predict(fitted.members, parts["test"]), expected)
 
 
+def test_a_hybrid_of_class_weighted_members_fits_its_tree_on_the_same_firms_smoted_as_the_yardstick_does(fitted):
+    config = CONFIG.with_params({"balance": "class_weight"})
+    weighted, smoted = assemble_for(config, fitted.root / "ds"), assemble_for(config, fitted.root / "ds", balance=True)
+    assert len(weighted["train_val"]) < len(smoted["train_val"])  # the members learn from the real firms alone
+    with pytest.raises(ValueError, match="tree learns from SMOTE'd firms.*cv1_train"):  # not from the members' own firms
+        Ensemble.fit(fitted.runs, weighted, config, SPLIT)
+    # The members' held-out firms are the same either way, so these members' hybrid is the SMOTE'd recipe's one.
+    ensemble = Ensemble.fit(fitted.runs, weighted, config, SPLIT, tree_parts=smoted)
+    assert ensemble.blend == fitted.hybrid.blend
+    np.testing.assert_allclose(ensemble.predict(fitted.members, weighted["test"]), fitted.hybrid.predict(fitted.members, fitted.parts["test"]))
+    swapped = smoted | {"cv1_val": smoted["cv2_val"], "cv2_val": smoted["cv1_val"]}
+    with pytest.raises(ValueError, match="folds hold other firms"):
+        Ensemble.fit(fitted.runs, weighted, config, SPLIT, tree_parts=swapped)
+
+
 def test_an_ensemble_decision_needs_its_members_held_out_predictions(fitted):
     with pytest.raises(ValueError, match="model.prior_shift"):
         CONFIG.with_params({"prior_shift": False})
@@ -123,7 +138,7 @@ def test_the_train_flow_tables_the_ensemble_beside_the_seed_average_and_packages
 
     test = fitted.parts["test"]
     finished = [Outcome("EMDLOT", "emdlot", SPLIT, rank, proba=r.test_proba, result=r) for rank, r in enumerate(fitted.runs)]
-    ensemble, proba, rows = fit_ensemble(finished, fitted.parts, CONFIG, SPLIT, test)
+    ensemble, proba, rows = fit_ensemble(finished, fitted.parts, fitted.parts, CONFIG, SPLIT)
     assert ensemble.blend == fitted.hybrid.blend
     np.testing.assert_allclose(proba, fitted.hybrid.predict(fitted.members, test))
     assert set(rows["model"]) == {"EMDLOT + XGBoost hybrid (seed average)"} and set(rows["seed"]) == {-1}

@@ -45,6 +45,9 @@ def test_a_round_run_in_two_parts_merges_to_the_whole_and_pairs_by_split(tmp_pat
         assert (pair[m]["above"], pair[m]["below"]) == (sum(d > 0 for d in diffs), sum(d < 0 for d in diffs))
         assert pair[m]["ci_low"] <= pair[m]["diff"] <= pair[m]["ci_high"]
     assert pair["splits"] == [1, 2, 3, 4]
+    weights = {"recall": 0.4, "f1": 0.3, "average_precision": 0.2, "auc": 0.1}  # DESIGN.md section 4's composite
+    assert pair["composite"]["diff"] == pytest.approx(sum(w * pair[m]["diff"] for m, w in weights.items()))
+    assert "| composite |" in quality.paired_markdown([pair])
 
 
 def _shift_runs(seeds, n_test=30) -> list[dict]:

@@ -255,6 +255,9 @@ def test_assemble_for_reads_the_parts_a_configuration_needs(prepared_dataset, pa
     for name in [k for k in keys if k == "train" or k.endswith("_train") or k == "train_val"]:
         counts = np.bincount(smaller[name].y, minlength=3)
         assert counts[1:].tolist() == [int(np.ceil(0.2 * counts[0]))] * 2 and counts[0] == np.bincount(parts[name].y)[0]
+    full = assemble_for(partial, prepared_dataset, balance=True)  # what the trees learn from: 1:1:1 whatever the ratio
+    for name in [k for k in keys if k == "train" or k.endswith("_train") or k == "train_val"]:
+        np.testing.assert_array_equal(full[name].y, parts[name].y)
     with pytest.raises(ValueError, match="needs balance smote"):
         config.with_params({"smote_ratio": 0.2, "balance": "class_weight"})
 

@@ -9,8 +9,9 @@ fitted on their held-out fold predictions.
 p_bar is the mean of the members' unshifted probabilities. The rules are emdlot.training.calibration's and
 emdlot.training.blend's. The held-out predictions are the runs' own (`History.held_out_proba`; the folds are the
 dataset's, the same firms for every seed). The tree is the comparison's XGBoost on sequence summaries
-(emdlot.training.baselines), fitted on the SMOTE'd training + validation firms that the members' refit learns
-from, and on each fold's training firms for its held-out predictions. No test firm enters a fit.
+(emdlot.training.baselines), fitted on the training + validation firms that the members' refit learns from, and on
+each fold's training firms for its held-out predictions, always SMOTE'd 1:1:1 as the yardstick's are (members that
+weigh classes instead learn from the real firms; the tree's held-out firms are the same). No test firm enters a fit.
 
 A package keeps it as ensemble.json, and the tree as ensemble_tree.json (XGBoost's own JSON model format, no pickle).
 """
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from emdlot.data.arrays import SequenceArrays
+from emdlot.schema import CLASSES
 from emdlot.runs.single import RunResult, held_out_labels
 from emdlot.training.baselines import TREE_BASELINES, fit_model, held_out_proba, predict_proba
 from emdlot.training.blend import Blend, fit_blend
@@ -41,6 +43,19 @@ def unshifted_test_proba(run: RunResult) -> np.ndarray:
     return run.test_proba if shift is None else apply_prior_shift(run.test_proba, -np.asarray(shift))
 
 
+def fit_tree(parts: dict[str, SequenceArrays], folds: int, seed: int) -> tuple[np.ndarray, Any]:
+    """The hybrid's XGBoost: its predictions of each fold's held-out firms from its fit on that fold's training firms,
+    and its fit on "train_val". It refuses training parts that are not SMOTE'd 1:1:1 (a class-weighted run's own)."""
+    factory, view = TREE_BASELINES[TREE]
+    for name in [f"cv{i}_train" for i in range(1, folds + 1)] + ["train_val"]:
+        counts = np.bincount(parts[name].y, minlength=len(CLASSES))
+        if len(set(counts.tolist())) > 1:
+            raise ValueError(f"the hybrid's tree learns from SMOTE'd firms, as the comparison's trees do; {name} has "
+                             f"{dict(zip(CLASSES, counts.tolist()))} (pass assemble_for(..., balance=True)'s parts)")
+    held_out = held_out_proba(factory, view, [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, folds + 1)], seed)
+    return held_out, fit_model(factory, view, parts["train_val"], seed)
+
+
 @dataclass
 class Ensemble:
     """A fitted decision layer over a seed ensemble's mean unshifted probability."""
@@ -50,9 +65,11 @@ class Ensemble:
     tree: Any = None  # the fitted XGBClassifier of a "hybrid"
 
     @classmethod
-    def fit(cls, runs: list[RunResult], parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int) -> "Ensemble":
+    def fit(cls, runs: list[RunResult], parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
+            tree_parts: dict[str, SequenceArrays] | None = None) -> "Ensemble":
         """Fit `config.train.ensemble` on the runs' held-out fold predictions; `parts` are the arrays they trained
-        on (with the cross-validation folds and "train_val"), `seed` seeds the tree."""
+        on (with the cross-validation folds and "train_val"), `tree_parts` the same firms SMOTE'd 1:1:1 for a
+        hybrid's tree (default `parts`, which are those when the runs trained on SMOTE'd firms), `seed` seeds it."""
         rule, folds = config.train.ensemble, config.train.epoch_folds
         lacking = [r.seed for r in runs if r.history.held_out_proba is None]
         if rule == "average" or not runs or lacking:
@@ -62,11 +79,12 @@ class Ensemble:
         held_out = [r.history.held_out_proba for r in runs]
         if rule == "shift":
             return cls(rule, Blend(1.0, ensemble_prior_shift(y, fold, held_out, config.train.score_weights)))
-        members = np.mean(held_out, axis=0)
-        factory, view = TREE_BASELINES[TREE]
-        tree_held_out = held_out_proba(factory, view, [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, folds + 1)], seed)
-        return cls(rule, fit_blend(y, fold, members, tree_held_out, config.train.score_weights, config.train.ensemble_weight),
-                   fit_model(factory, view, parts["train_val"], seed))
+        tree_parts = parts if tree_parts is None else tree_parts
+        if not all(np.array_equal(tree_parts[f"cv{i}_val"].firm_id, parts[f"cv{i}_val"].firm_id) for i in range(1, folds + 1)):
+            raise ValueError("the hybrid's tree must be scored on the members' held-out folds: tree_parts' folds hold other firms")
+        tree_held_out, tree = fit_tree(tree_parts, folds, seed)
+        return cls(rule, fit_blend(y, fold, np.mean(held_out, axis=0), tree_held_out, config.train.score_weights,
+                                   config.train.ensemble_weight), tree)
 
     def predict(self, members: np.ndarray, arrays: SequenceArrays) -> np.ndarray:
         """The ensemble's probabilities of `arrays`' firms from `members`, their members' mean unshifted probability."""

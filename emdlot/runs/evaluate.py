@@ -97,7 +97,7 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
         macro_columns = [meta.feature_names.index(c) for c in meta.macro_features]
         configs = {"EMDLOT": spec.config} | {name: spec.config.ablation(name) for name in spec.protocol.ablations}
         test = parts["test"]
-        own = parts if spec.config.train.balance == "smote" else assemble_for(spec.config, dataset, text)  # real firms, weighted
+        own = assemble_for(spec.config, dataset, text) if spec.config.train.weighs_classes else parts  # firms the loss weighs
         runs = chain(emdlot_runs(configs, own, split, spec.train, spec.protocol,
                                  run_name=lambda m, s: f"{spec.run_prefix}{m}-split{split}-seed{s}"),
                      baseline_runs(parts, split, macro_columns, spec.protocol,
@@ -119,7 +119,7 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
             outcome.result = None  # no other fitted model is kept in memory
         split_runs = Chosen(finished, dataset, text, test.y)
         if spec.config.train.ensemble != "average" and finished:
-            split_runs.ensemble, split_runs.ensemble_proba, rows = fit_ensemble(finished, own, spec.config, split, test)
+            split_runs.ensemble, split_runs.ensemble_proba, rows = fit_ensemble(finished, own, parts, spec.config, split)
             ensembles.append(rows)
             m = classification_metrics(test.y, split_runs.ensemble_proba)
             say(f"  {rows['model'].iloc[0]} of {len(finished)} seeds ({split_runs.ensemble.describe()}): recall {m.recall:.3f} "
@@ -144,11 +144,13 @@ def evaluate(spec: EvaluationSpec, say: Callable[[str], None] = print) -> Evalua
 ENSEMBLE_NAMES = {"shift": "EMDLOT (seed average, then shift)", "hybrid": "EMDLOT + XGBoost hybrid (seed average)"}
 
 
-def fit_ensemble(finished: list[Outcome], parts: dict[str, SequenceArrays], config: EMDLOTConfig, split: int,
-                 test: SequenceArrays) -> tuple[Ensemble, np.ndarray, pd.DataFrame]:
-    """A split's seed ensemble with its decision layer (emdlot.runs.ensemble), fitted on the runs' held-out folds:
-    the layer, its test probabilities, and their rows in the seed-average table's format."""
-    ensemble = Ensemble.fit([o.result for o in finished], parts, config, split)
+def fit_ensemble(finished: list[Outcome], parts: dict[str, SequenceArrays], smoted: dict[str, SequenceArrays],
+                 config: EMDLOTConfig, split: int) -> tuple[Ensemble, np.ndarray, pd.DataFrame]:
+    """A split's seed ensemble with its decision layer (emdlot.runs.ensemble), fitted on the runs' held-out folds of
+    `parts` (the firms they trained on) with a hybrid's tree on `smoted` (the same firms SMOTE'd 1:1:1): the layer,
+    its test probabilities, and their rows in the seed-average table's format."""
+    test = parts["test"]
+    ensemble = Ensemble.fit([o.result for o in finished], parts, config, split, tree_parts=smoted)
     proba = ensemble.predict(np.mean([unshifted_test_proba(o.result) for o in finished], axis=0), test)
     rows = prediction_rows(Outcome(ENSEMBLE_NAMES[ensemble.rule], "emdlot", split, 0, proba), test).assign(seed=-1)
     return ensemble, proba, rows

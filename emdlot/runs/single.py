@@ -83,11 +83,12 @@ class RunState:
 def assemble_for(config: EMDLOTConfig, dataset: str | Path, text_features=None,
                  balance: bool | None = None, refit: bool = True) -> dict[str, SequenceArrays]:
     """The parts a run of `config` reads from a prepared dataset: SMOTE'd training firms when its balance is
-    "smote" (or as `balance` says), "train_val" for a refit (not with `refit=False`, as `fit_run` takes
-    it), the cross-validation folds for `epoch_folds`."""
+    "smote" (up to its `smote_ratio`), "train_val" for a refit (not with `refit=False`, as `fit_run` takes
+    it), the cross-validation folds for `epoch_folds`. `balance` True gives the same firms SMOTE'd 1:1:1 whatever
+    the config says (what the trees learn from), False the real firms alone."""
     return assemble(dataset, text_features, balance=config.train.balance == "smote" if balance is None else balance,
                     with_train_val=config.train.refit_on_val and refit, folds=config.train.epoch_folds,
-                    smote_ratio=config.train.smote_ratio)
+                    smote_ratio=config.train.smote_ratio if balance is None else 1.0)
 
 
 def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
