@@ -13,7 +13,9 @@ the same weights) and with the fitted shift even where its nested check dropped 
 the shift's and the check's own effects are measured; its seeds are also averaged first and then shifted once, on
 their mean held-out fold prediction ("seed average, then shift", checked and unchecked), and blended with XGBoost
 on the same folds ("hybrid: ...", emdlot.training.blend: the weight fitted on the held-out folds with the checked
-shift, without the shift, and equal weights), per run and per seed average. Writes benchmarks/results/quality.json and prints a Markdown table.
+shift, without the shift, and equal weights), per run and per seed average; and the seed average and its
+equal-weight hybrid once more from the fold models' own test predictions ("fold models": the models the shift was
+fitted on, in place of the refit). Writes benchmarks/results/quality.json and prints a Markdown table.
 
 The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 15 epochs) without the
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
@@ -115,6 +117,7 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     smoted = assemble_for(config, dataset, balance=True) if config.train.weighs_classes else parts
     tree_held_out, tree = fit_tree(smoted, config.train.epoch_folds, split_seed)
     held_out = {"y": y, "fold": fold, "proba": np.asarray(result.history.held_out_proba), "test": unshifted,
+                "cross_fit": result.test_cross_fit_proba,  # the fold models' mean at the chosen epoch, unshifted
                 "tree": tree_held_out, "tree_test": predict_proba(tree, TREE_BASELINES["XGBoost"][1], parts["test"])}
     run |= {"variant": variant, "tag": tag, "prior_shift": result.history.prior_shift,
             "prior_shift_check": result.history.prior_shift_check, "held_out": held_out}
@@ -134,14 +137,15 @@ def shift_rows(run: dict) -> list[dict]:
                     "proba": apply_prior_shift(unshifted, np.asarray(run["prior_shift_check"]["fitted"])).tolist()}] + hybrids
 
 
-def hybrid_rows(held: list[dict]) -> dict[str, dict]:
+def hybrid_rows(held: list[dict], test: str = "test") -> dict[str, dict]:
     """EMDLOT blended with XGBoost (emdlot.training.blend) from runs' held-out fold predictions: the weight fitted
     and the checked shift, the weight fitted without a shift, equal weights and the checked shift. Several runs
-    (seeds of one split) blend their mean probability."""
+    (seeds of one split) blend their mean probability; `test` names EMDLOT's test predictions ("cross_fit": the
+    fold models')."""
     from emdlot.training.blend import blend, fit_blend
 
     h0 = held[0]
-    emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", "test"))
+    emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", test))
     fitted = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], grid=SHIFT_GRID)
     equal = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], weight=0.5, grid=SHIFT_GRID)
     return {"(fitted weight, shift)": {"proba": fitted.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": fitted.as_dict()},
@@ -182,10 +186,13 @@ def summarise_runs(runs: list[dict], wide: bool = False) -> dict:
 
 def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict]]) -> dict:
     """A shift recipe's seeds averaged first and then shifted once (calibration.ensemble_prior_shift, fitted on
-    the mean of their held-out fold predictions), checked and unchecked; and the seed averages' hybrids."""
+    the mean of their held-out fold predictions), checked and unchecked; and the seed averages' hybrids. Where the
+    runs kept their fold models' test predictions ("cross_fit"), the same shift and equal-weight hybrid applied to
+    those instead of the refits': "fold models" rows, the models the shift was fitted on (the hybrid's tree keeps its
+    fit on the training + validation firms: it drifts little, refit_drift.json)."""
     from emdlot.training.calibration import apply_prior_shift, ensemble_prior_shift
 
-    checked, unchecked = [], []
+    checked, unchecked, fold_models, fold_models_shift = [], [], [], []
     variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
     out: dict = {}
     for split, rs in by_split.items():
@@ -200,6 +207,15 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
         for name, hybrid in hybrid_rows(held).items():
             key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost {name} (seed average)" + (f" [{tag}" if tag else ""))
             out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **hybrid})
+        if all(h.get("cross_fit") is not None for h in held):
+            cross_fit = np.mean([h["cross_fit"] for h in held], axis=0)
+            fold_models.append({"split": split, "seed": None, "y": rs[0]["y"], "proba": cross_fit.tolist()})
+            fold_models_shift.append(row | {"proba": apply_prior_shift(cross_fit, check.shift).tolist(), "prior_shift": check.shift.tolist()})
+            key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost (equal weights, shift, fold models) (seed average)" + (f" [{tag}" if tag else ""))
+            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"],
+                                            **hybrid_rows(held, "cross_fit")["(equal weights, shift)"]})
+    out |= {(protocol, f"{model} (fold models, seed average)"): fold_models,
+            (protocol, f"{model} (fold models, seed average, then shift)"): fold_models_shift} if fold_models else {}
     return {(protocol, f"{model} (seed average, then shift)"): checked,
             (protocol, f"{model} (seed average, then unchecked shift)"): unchecked} | out
 

@@ -69,7 +69,7 @@ def _shift_runs(seeds, n_test=30) -> list[dict]:
              "proba": tree_test.tolist(), "y": y_test.tolist()}]
     for seed in seeds:
         test = proba(y_test)
-        held = {"y": y, "fold": fold, "proba": proba(y), "test": test, "tree": tree, "tree_test": tree_test}
+        held = {"y": y, "fold": fold, "proba": proba(y), "test": test, "cross_fit": proba(np.roll(y_test, 5)), "tree": tree, "tree_test": tree_test}
         check = {"fitted": [0.0, 4.0, 4.0], "fold_shifts": [], "nested_none": 0.0, "nested_shift": 0.0}
         run = {"model": "EMDLOT v [quantile scaling]", "protocol": "matched", "split": 7, "seed": seed, "proba": test.tolist(),
                "y": y_test.tolist(), "variant": "v", "tag": " [quantile scaling]", "prior_shift": [0.0, 0.0, 0.0],
@@ -99,3 +99,31 @@ def test_stored_predictions_summarise_as_the_runs_did_and_the_wide_grid_reaches_
     assert max(seed_average["prior_shift"]) > 4 and seed_average["recall"] == 1.0
     assert direct["EMDLOT v [quantile scaling] (seed average, then shift)"]["recall"]["mean"] == pytest.approx(1 / 3)
     assert "hybrid: EMDLOT v + XGBoost (equal weights, shift, wide grid) (seed average) [quantile scaling]" in direct
+
+    # The fold models' test predictions (cross-fitted), averaged over seeds, with the seed average's own checked shift
+    # (ranking metrics: here nothing names a minority class at argmax, so F1 could not tell the inputs apart).
+    from emdlot.evaluation.metrics import classification_metrics
+    from emdlot.training.blend import fit_blend
+    from emdlot.training.calibration import apply_prior_shift
+
+    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
+    name = "EMDLOT v [quantile scaling] (fold models, seed average)"
+    assert len(direct[name]["runs"]) == 1  # one row per split
+    shift = np.asarray(direct["EMDLOT v [quantile scaling] (seed average, then shift)"]["runs"][0]["prior_shift"])
+    y_test = np.asarray(runs[0]["y"])
+
+    def ranks(proba):
+        m = classification_metrics(y_test, proba)
+        return pytest.approx([m.average_precision, m.auc])
+
+    assert [direct[name]["runs"][0][k] for k in ("average_precision", "auc")] == ranks(cross_fit)
+    shifted = direct["EMDLOT v [quantile scaling] (fold models, seed average, then shift)"]["runs"][0]
+    assert [shifted[k] for k in ("average_precision", "auc")] == ranks(apply_prior_shift(cross_fit, shift))
+    assert shifted["prior_shift"] == shift.tolist()
+    held = next(r["held_out"] for r in runs if "held_out" in r)
+    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
+    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
+    hybrid = direct["hybrid: EMDLOT v + XGBoost (equal weights, shift, fold models) (seed average) [quantile scaling]"]["runs"][0]
+    assert [hybrid[k] for k in ("average_precision", "auc")] == ranks(equal.apply(cross_fit, held["tree_test"]))
+    refit = direct["hybrid: EMDLOT v + XGBoost (equal weights, shift) (seed average) [quantile scaling]"]["runs"][0]
+    assert refit["auc"] > hybrid["auc"]  # the fold models here rank other firms first than the refits do

@@ -34,6 +34,7 @@ def test_a_run_scores_validation_always_and_test_only_when_asked():
         train_and_score({"train": TRAIN, "val": VAL, "test": poisoned(TEST)}, FAST, seed=3, score_test=True)
     scored = train_and_score({"train": TRAIN, "val": VAL, "test": TEST}, FAST, seed=3, score_test=True)
     assert scored.test_proba.shape == (len(TEST), 3) and 0 <= scored.test_metrics.auc <= 1
+    assert scored.test_cross_fit_proba is None  # no folds, no fold models
     assert scored.test_interpretation.modality_weights.shape == (len(TEST), len(MODALITIES))
     np.testing.assert_allclose(scored.val_score, result.val_score)  # scoring the test firms changes nothing else
 
@@ -178,14 +179,15 @@ def test_cross_validated_epochs_average_the_folds_and_fix_the_refit_length():
     assert trial.model is None and trial.history.refit is None and trial.val_score == result.val_score
 
 
-def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit_applies_it_where_it_carries(monkeypatch):
+def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_the_refit_applies_it_and_the_folds_cross_fit_test_firms(monkeypatch):
     """The shift's check gets every firm of the folds' held-out parts with its prediction at the chosen epoch and
     its fold, and the refitted model applies the fitted shift where the check says it carries, none where not (the
     fit and the check themselves: test_calibration)."""
     import emdlot.runs.single as single
     from emdlot.data.assemble import cv_folds
     from emdlot.training.calibration import ShiftCheck, apply_prior_shift
-    from emdlot.training.loop import fit
+    from emdlot.model.batch import to_batch
+    from emdlot.training.loop import fit, predict_proba
 
     with pytest.raises(ValueError, match="epoch_folds"):
         FAST.with_params({"prior_shift": True})  # no folds, nothing held out to fit it on
@@ -198,7 +200,11 @@ def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit
     result = train_and_score(parts, config, seed=3, score_test=True)
     best = result.history.best_epoch
     folds = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed=3, epochs=3) for i in (1, 2)]
-    [(y, proba, fold, weights)] = seen
+    [(y, proba, fold, weights)] = seen  # the run predicted its test firms every epoch too: the folds are as without
+    # The test firms' cross-fitted prediction: the fold models at the chosen epoch, unshifted, averaged.
+    at_best = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed=3, epochs=best).model for i in (1, 2)]
+    test_batch = to_batch(TEST, with_labels=False)
+    np.testing.assert_allclose(result.test_cross_fit_proba, np.mean([predict_proba(m, test_batch, 256) for m in at_best], axis=0), atol=1e-6)
     np.testing.assert_array_equal(y, np.concatenate([parts[f"cv{i}_val"].y for i in (1, 2)]))
     np.testing.assert_array_equal(proba, np.concatenate([f.val_proba[best - 1] for f in folds]))
     np.testing.assert_array_equal(fold, np.repeat([0, 1], [len(parts["cv1_val"]), len(parts["cv2_val"])]))
@@ -214,8 +220,11 @@ def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_and_the_refit
     plain = train_and_score(parts, config.with_params({"prior_shift": False}), seed=3, score_test=True)
     assert plain.history.best_epoch == best  # training itself is untouched by the switch
     np.testing.assert_allclose(result.test_proba, apply_prior_shift(plain.test_proba, np.array(shift)), atol=1e-5)
+    np.testing.assert_allclose(plain.test_cross_fit_proba, result.test_cross_fit_proba)  # the shift is not in it
     carries[0] = False
-    dropped = train_and_score(parts, config, seed=3, score_test=True)
+    relabelled = SequenceArrays(**{**TEST.__dict__, "y": np.roll(TEST.y, 1)})
+    dropped = train_and_score(parts | {"test": relabelled}, config, seed=3, score_test=True)
+    np.testing.assert_array_equal(dropped.test_cross_fit_proba, result.test_cross_fit_proba)  # test labels unread
     assert dropped.history.prior_shift == [0.0, 0.0, 0.0] and dropped.history.prior_shift_check["fitted"] == shift
     np.testing.assert_allclose(dropped.test_proba, plain.test_proba, atol=1e-6)
 

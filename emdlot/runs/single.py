@@ -37,6 +37,7 @@ class RunResult:
     test_score: float | None = None
     test_proba: np.ndarray | None = None  # (N_test, 3)
     test_interpretation: Interpretation | None = None
+    test_cross_fit_proba: np.ndarray | None = None  # (N_test, 3): the fold models' mean, unshifted (epoch_folds only)
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for a log line or an MLflow run."""
@@ -94,24 +95,26 @@ def assemble_for(config: EMDLOTConfig, dataset: str | Path, text_features=None,
 def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
             on_epoch: Callable[[EpochRecord], None] | None = None,
             checkpoint: Callable[[RunState], None] | None = None, resume: RunState | None = None,
-            refit: bool = True) -> FitResult:
+            refit: bool = True, predict: SequenceArrays | None = None) -> FitResult:
     """Fit on parts["train"], early-stop on parts["val"]; with `train.refit_on_val`, then train a second
     model (same seed) on parts["train_val"] for the best epoch count, which replaces the first (its
     history goes to `history.refit`); with `train.epoch_folds`, the epoch count comes from
     `cross_validated_epochs` instead of that first fit. `checkpoint`/`resume` carry the run across an
     interruption. `refit=False` stops once the epoch count is chosen: a tuning trial is scored on that
-    choice alone, so the refit would be work nobody reads (with folds there is then no model)."""
+    choice alone, so the refit would be work nobody reads (with folds there is then no model). With folds,
+    `predict`'s firms get a cross-fitted prediction (`FitResult.cross_fit`, see `cross_validated_epochs`)."""
+    cross_fit = None
     if resume is not None and resume.phase == "refit":
         fitted, history = None, resume.fitted
     elif config.train.epoch_folds:
-        fitted, history = None, cross_validated_epochs(parts, config, seed, on_epoch)
+        fitted, (history, cross_fit) = None, cross_validated_epochs(parts, config, seed, on_epoch, predict)
     else:
         fitted = fit(parts["train"], parts["val"], config, seed, on_epoch=on_epoch,
                      checkpoint=None if checkpoint is None else lambda s: checkpoint(RunState("fit", s)),
                      resume=None if resume is None else resume.state)
         history = fitted.history
     if not (config.train.refit_on_val and refit):
-        return FitResult(model=fitted.model if fitted else None, history=history)
+        return FitResult(model=fitted.model if fitted else None, history=history, cross_fit=cross_fit)
     if "train_val" not in parts:
         raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
     refit = fit(parts["train_val"], parts["val"], config, seed, epochs=history.best_epoch,
@@ -120,24 +123,29 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
     history.refit = refit.history
     if history.prior_shift is not None:
         refit.model.set_prior_shift(history.prior_shift)
-    return FitResult(model=refit.model, history=history)
+    return FitResult(model=refit.model, history=history, cross_fit=cross_fit)
 
 
 _MEAN_FIELDS = [f.name for f in fields(EpochRecord) if f.name not in ("epoch", "val_metrics", "seconds")]  # losses, scores
 
 
 def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
-                           on_epoch: Callable[[EpochRecord], None] | None = None) -> History:
+                           on_epoch: Callable[[EpochRecord], None] | None = None,
+                           predict: SequenceArrays | None = None) -> tuple[History, np.ndarray | None]:
     """`train.epoch_folds` fits, fold i on parts["cv{i}_train"] scored on parts["cv{i}_val"], each for
     max_epochs; the history of their mean per epoch (losses, metrics, scores; classes predicted: the
     fewest of any fold), whose best mean stop score fixes the refit's length. With `model.prior_shift`,
     the folds' predictions at that epoch (each firm's, from the fold that held it out) fit the shift and
-    check that it carries (`history.prior_shift`, `history.prior_shift_check`). Not checkpointed: an interrupted run repeats its folds."""
+    check that it carries (`history.prior_shift`, `history.prior_shift_check`). Not checkpointed: an interrupted run repeats its folds.
+
+    With `predict`, also those firms' cross-fitted probability: the mean over the fold models, each at the chosen
+    epoch, unshifted. These are the models the shift was fitted on, where the refit is another model (surer on new
+    firms: benchmarks/refit_drift.py). Their labels are never read; nothing above depends on them."""
     folds = config.train.epoch_folds
     missing = [f"cv{i}_{part}" for i in range(1, folds + 1) for part in ("train", "val") if f"cv{i}_{part}" not in parts]
     if missing:
         raise ValueError(f"epoch_folds {folds} needs parts {', '.join(missing)}: assemble(..., folds={folds})")
-    fitted = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=config.train.max_epochs)
+    fitted = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=config.train.max_epochs, predict=predict)
               for i in range(1, folds + 1)]
     runs = [f.history for f in fitted]
     history = History(seed=seed, wall_time_s=sum(r.wall_time_s for r in runs))
@@ -157,7 +165,8 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
         check = check_prior_shift(held_out, proba, fold, config.train.score_weights)
         history.prior_shift, history.prior_shift_check = check.shift.tolist(), asdict(check)
         history.held_out_proba = proba.tolist()
-    return history
+    cross_fit = None if predict is None else np.mean([f.predicted[history.best_epoch - 1] for f in fitted], axis=0)
+    return history, cross_fit
 
 
 def held_out_labels(parts: dict[str, SequenceArrays], folds: int) -> tuple[np.ndarray, np.ndarray]:
@@ -168,7 +177,8 @@ def held_out_labels(parts: dict[str, SequenceArrays], folds: int) -> tuple[np.nd
 def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
               score_test: bool = False) -> RunResult:
     """A fitted run's numbers: validation from its best epoch's record (the restored weights were scored
-    then; a refit has seen the validation firms), the test firms scored once if asked."""
+    then; a refit has seen the validation firms), the test firms scored once if asked (with the fold models'
+    cross-fitted probabilities where `fit_run` was given them to predict)."""
     best = fitted.history.epochs[fitted.history.best_epoch - 1]
     result = RunResult(config=config, seed=seed, model=fitted.model, history=fitted.history,
                        val_metrics=ClassificationMetrics(**best.val_metrics), val_score=best.val_score)
@@ -176,10 +186,13 @@ def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLO
         test = parts["test"]
         result.test_metrics, result.test_score, result.test_proba = score(fitted.model, test, config)
         result.test_interpretation = interpret(fitted.model, test, config.train.eval_batch_size, config.train.device)
+        result.test_cross_fit_proba = fitted.cross_fit
     return result
 
 
 def train_and_score(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, score_test: bool = False,
                     on_epoch: Callable[[EpochRecord], None] | None = None, refit: bool = True) -> RunResult:
-    """One whole run in this process: `fit_run`, then `score_run`."""
-    return score_run(fit_run(parts, config, seed, on_epoch=on_epoch, refit=refit), parts, config, seed, score_test)
+    """One whole run in this process: `fit_run`, then `score_run` (a scored run with folds also gets the test firms'
+    cross-fitted probabilities)."""
+    predict = parts["test"] if score_test and config.train.epoch_folds else None
+    return score_run(fit_run(parts, config, seed, on_epoch=on_epoch, refit=refit, predict=predict), parts, config, seed, score_test)

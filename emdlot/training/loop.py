@@ -35,6 +35,10 @@ class FitResult:
     # Per epoch run in this process, the validation firms' class probabilities (out-of-fold predictions
     # for a cross-validation fold; emdlot.training.calibration fits on them).
     val_proba: list[np.ndarray] = field(default_factory=list)
+    # Per epoch run in this process, the class probabilities of `fit(predict=...)`'s firms (their labels unread).
+    predicted: list[np.ndarray] = field(default_factory=list)
+    # A run's fold models' mean probability of `fit_run(predict=...)`'s firms at the chosen epoch (emdlot.runs.single).
+    cross_fit: np.ndarray | None = None
 
 
 @contextmanager
@@ -116,20 +120,23 @@ def _train_one_epoch(model: EMDLOT, optimizer: torch.optim.Optimizer, train: Bat
 
 def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: int,
         on_epoch: Callable[[EpochRecord], None] | None = None, epochs: int | None = None,
-        checkpoint: Callable[[FitState], None] | None = None, resume: FitState | None = None) -> FitResult:
+        checkpoint: Callable[[FitState], None] | None = None, resume: FitState | None = None,
+        predict: SequenceArrays | None = None) -> FitResult:
     """Train EMDLOT on `train`, early-stop on `val`, and return the best model with its history.
 
     `on_epoch(record)` is called after every epoch (a Tune or Train report, a progress line): the
     caller's hook, so this layer needs no Ray. With `epochs`, exactly that many epochs run and the last
     one's weights are kept (a refit whose epoch count early stopping chose before). `checkpoint(state)`
     gets the fit's whole state after every epoch; `resume=state` continues from one, with the same
-    result as a fit that was never interrupted."""
+    result as a fit that was never interrupted. `predict`: firms whose probabilities are kept after every epoch
+    (`FitResult.predicted`; their labels are never read, and nothing in the fit depends on them)."""
     _check_compatible(train, val)
     cfg = config.train
     started = time.perf_counter()
     with seeded(seed):
         train_batch = to_batch(train, device=cfg.device, name="train")
         val_batch = to_batch(val, device=cfg.device, name="val")
+        predict_batch = None if predict is None else to_batch(predict, device=cfg.device, with_labels=False, name="predict")
         model = EMDLOT(config.model, num_features=train.X.shape[2], num_sections=train.text.shape[1], text_dim=train.text.shape[2]).to(cfg.device)
         generator = torch.Generator().manual_seed(seed)
         if resume is None:
@@ -149,6 +156,7 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             torch.set_rng_state(resume.torch_rng)
         total = epochs or cfg.max_epochs
         val_proba: list[np.ndarray] = []
+        predicted: list[np.ndarray] = []
         bar = tqdm(range(done + 1, total + 1), desc=f"EMDLOT seed {seed}", unit="epoch", initial=done, total=total,
                    disable=not cfg.progress or history.stopped_early)
         for epoch in bar:
@@ -158,6 +166,8 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             losses = _train_one_epoch(model, optimizer, train_batch, config, generator)
             metrics, composite, proba = evaluate(model, val_batch, cfg.eval_batch_size, cfg.score_weights)
             val_proba.append(proba)
+            if predict_batch is not None:
+                predicted.append(predict_proba(model, predict_batch, cfg.eval_batch_size))
             score = stopping_score(metrics, composite, cfg.early_stopping)
             record = EpochRecord(epoch=epoch, **losses, val_metrics=metrics.as_dict(), val_score=composite,
                                  stop_score=score, seconds=time.perf_counter() - epoch_start)
@@ -184,4 +194,4 @@ def fit(train: SequenceArrays, val: SequenceArrays, config: EMDLOTConfig, seed: 
             model.load_state_dict(best_state)
         model.eval()
     history.wall_time_s += time.perf_counter() - started
-    return FitResult(model=model, history=history, val_proba=val_proba)
+    return FitResult(model=model, history=history, val_proba=val_proba, predicted=predicted)
