@@ -80,7 +80,7 @@ def test_a_hybrid_blends_the_members_mean_with_xgboost_fitted_on_the_same_folds_
 
 def test_a_hybrid_of_class_weighted_members_fits_its_tree_on_the_same_firms_smoted_as_the_yardstick_does(fitted):
     config = CONFIG.with_params({"balance": "class_weight"})
-    weighted, smoted = assemble_for(config, fitted.root / "ds"), assemble_for(config, fitted.root / "ds", balance=True)
+    weighted, smoted = assemble_for(config, fitted.root / "ds"), fitted.parts  # = assemble_for(config, ds, balance=True)
     assert len(weighted["train_val"]) < len(smoted["train_val"])  # the members learn from the real firms alone
     with pytest.raises(ValueError, match="tree learns from SMOTE'd firms.*cv1_train"):  # not from the members' own firms
         Ensemble.fit(fitted.runs, weighted, config, SPLIT)
