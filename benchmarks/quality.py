@@ -137,15 +137,14 @@ def shift_rows(run: dict) -> list[dict]:
                     "proba": apply_prior_shift(unshifted, np.asarray(run["prior_shift_check"]["fitted"])).tolist()}] + hybrids
 
 
-def hybrid_rows(held: list[dict], test: str = "test") -> dict[str, dict]:
+def hybrid_rows(held: list[dict]) -> dict[str, dict]:
     """EMDLOT blended with XGBoost (emdlot.training.blend) from runs' held-out fold predictions: the weight fitted
     and the checked shift, the weight fitted without a shift, equal weights and the checked shift. Several runs
-    (seeds of one split) blend their mean probability; `test` names EMDLOT's test predictions ("cross_fit": the
-    fold models')."""
+    (seeds of one split) blend their mean probability."""
     from emdlot.training.blend import blend, fit_blend
 
     h0 = held[0]
-    emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", test))
+    emdlot_held, emdlot_test = (np.mean([h[k] for h in held], axis=0) for k in ("proba", "test"))
     fitted = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], grid=SHIFT_GRID)
     equal = fit_blend(h0["y"], h0["fold"], emdlot_held, h0["tree"], weight=0.5, grid=SHIFT_GRID)
     return {"(fitted weight, shift)": {"proba": fitted.apply(emdlot_test, h0["tree_test"]).tolist(), "blend": fitted.as_dict()},
@@ -190,7 +189,8 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
     runs kept their fold models' test predictions ("cross_fit"), the same shift and equal-weight hybrid applied to
     those instead of the refits': "fold models" rows, the models the shift was fitted on (the hybrid's tree keeps its
     fit on the training + validation firms: it drifts little, refit_drift.json)."""
-    from emdlot.training.calibration import apply_prior_shift, ensemble_prior_shift
+    from emdlot.training.blend import Blend
+    from emdlot.training.calibration import ShiftCheck, apply_prior_shift, ensemble_prior_shift
 
     checked, unchecked, fold_models, fold_models_shift = [], [], [], []
     variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
@@ -204,7 +204,8 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
         row = {"split": split, "seed": None, "y": rs[0]["y"], "prior_shift_check": asdict(check)}
         checked.append(row | {"proba": apply_prior_shift(test, check.shift).tolist(), "prior_shift": check.shift.tolist()})
         unchecked.append(row | {"proba": apply_prior_shift(test, np.asarray(check.fitted)).tolist(), "prior_shift": check.fitted})
-        for name, hybrid in hybrid_rows(held).items():
+        hybrids = hybrid_rows(held)
+        for name, hybrid in hybrids.items():
             key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost {name} (seed average)" + (f" [{tag}" if tag else ""))
             out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], **hybrid})
         if all(h.get("cross_fit") is not None for h in held):
@@ -212,8 +213,10 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
             fold_models.append({"split": split, "seed": None, "y": rs[0]["y"], "proba": cross_fit.tolist()})
             fold_models_shift.append(row | {"proba": apply_prior_shift(cross_fit, check.shift).tolist(), "prior_shift": check.shift.tolist()})
             key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost (equal weights, shift, fold models) (seed average)" + (f" [{tag}" if tag else ""))
-            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"],
-                                            **hybrid_rows(held, "cross_fit")["(equal weights, shift)"]})
+            equal = hybrids["(equal weights, shift)"]["blend"]  # the same held-out fit, applied to the fold models
+            equal_blend = Blend(equal["weight"], ShiftCheck(**equal["prior_shift_check"]))
+            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], "blend": equal,
+                                            "proba": equal_blend.apply(cross_fit, held[0]["tree_test"]).tolist()})
     out |= {(protocol, f"{model} (fold models, seed average)"): fold_models,
             (protocol, f"{model} (fold models, seed average, then shift)"): fold_models_shift} if fold_models else {}
     return {(protocol, f"{model} (seed average, then shift)"): checked,
