@@ -152,3 +152,38 @@ def test_the_train_flow_tables_the_ensemble_beside_the_seed_average_and_packages
     assert _choose(None, split, "seed_average").ensemble is ensemble
     best = _choose(None, Chosen(finished, fitted.root / "ds", None, test.y, ensemble, proba), "best")
     assert len(best.runs) == 1 and best.ensemble is None and best.ensemble_proba is None  # one run, as fitted
+
+
+def test_runs_that_predict_with_their_fold_models_keep_the_decisions_and_package_the_fold_models_hybrid(fitted, tmp_path):
+    """train.predict_with "folds": the same fit and decisions as the refit recipe (epoch count, held-out predictions,
+    shift), no refit; the run predicts with its fold models at that epoch (each with the shift), and a hybrid of such
+    runs blends the fold models' unshifted mean, as its package of fold models scores new firms."""
+    from emdlot.model.batch import to_batch
+    from emdlot.runs.package import Scorer, write_package
+    from emdlot.training.loop import predict_proba
+
+    with pytest.raises(ValueError, match="epoch_folds"):
+        EMDLOTConfig().with_params({"predict_with": "folds"})
+    config = CONFIG.with_params({"predict_with": "folds"})
+    parts, test = fitted.parts, fitted.parts["test"]
+    run, refit = train_and_score(parts, config, SEEDS[0], score_test=True), fitted.runs[0]
+    assert run.model is None and run.history.refit is None and len(run.fold_models) == 2
+    assert (run.history.best_epoch, run.history.prior_shift) == (refit.history.best_epoch, refit.history.prior_shift)
+    np.testing.assert_allclose(run.history.held_out_proba, refit.history.held_out_proba, atol=1e-6)
+    each = [predict_proba(m, to_batch(test, with_labels=False), 256) for m in run.fold_models]  # each with the shift
+    unshifted = [apply_prior_shift(p, -np.asarray(run.history.prior_shift)) for p in each]
+    np.testing.assert_allclose(run.test_proba, np.mean(each, axis=0), atol=1e-6)
+    np.testing.assert_allclose(run.test_interpretation.probabilities, run.test_proba, atol=1e-6)
+    # Refitted to the chosen epoch, the fold models predict what the full-length folds predicted at that epoch.
+    np.testing.assert_allclose(unshifted_test_proba(run), np.mean(unshifted, axis=0), atol=1e-5)
+    assert not np.allclose(run.test_proba, refit.test_proba, atol=1e-3)  # other models than the refit
+    ensemble = Ensemble.fit([run], parts, config, SPLIT)  # on the same held-out predictions as the refit's runs
+    folder = write_package(tmp_path / "folds", run.members, config, fitted.root / "ds", ensemble=ensemble)
+    scorer = Scorer(folder)
+    assert len(scorer.models) == 2  # the run's two fold models, no refit
+    manifest = pd.read_csv(fitted.root / "ds" / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
+    cutoffs = manifest[manifest["split"] == "test"].set_index("firm_id")["cutoff"]
+    rows = contract_rows(load_inputs(fitted.root / "in"), cutoffs)
+    arrays, out = scorer.interpret(rows[rows["firm_id"].isin(cutoffs.index)])
+    order = pd.Series(range(len(test)), index=test.firm_id.astype(str))[arrays.firm_id.astype(str)].to_numpy()
+    np.testing.assert_allclose(out.probabilities, ensemble.predict(unshifted_test_proba(run), test)[order], atol=1e-5)

@@ -141,8 +141,10 @@ def test_ray_job_submit_runs_the_train_flow_with_ray_train_on_the_head(ray_head,
     from emdlot.synth import generate, write_dataset as write_inputs
 
     write_inputs(generate(SynthConfig(firms=240, seed=5, distressed_rate=0.25)), dataset / "train_in")
-    (dataset / "train_tiny.yaml").write_text("model: {hidden_size: 8, feature_embed_size: 4, num_clusters: 2}\n"
-                                             "train: {batch_size: 64, max_epochs: 2, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 1}\n")
+    # The run predicts with its two fold models (train.predict_with "folds"), which come back from the Train worker.
+    (dataset / "train_tiny.yaml").write_text("model: {hidden_size: 8, feature_embed_size: 4, num_clusters: 2, prior_shift: true}\n"
+                                             "train: {batch_size: 64, max_epochs: 2, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 1, "
+                                             "refit_on_val: true, epoch_folds: 2, predict_with: folds}\n")
     out = dataset / "train_out"
     cmd = [str(BIN / "ray"), "job", "submit", f"--address={ray_head}", "--working-dir", str(ROOT), "--",
            "python", "flows/train.py", "--input", str(dataset / "train_in"), "--config", str(dataset / "train_tiny.yaml"),
@@ -153,3 +155,6 @@ def test_ray_job_submit_runs_the_train_flow_with_ray_train_on_the_head(ray_head,
     runs = pd.read_csv(out / "tables" / "runs.csv")
     assert set(runs["model"]) >= {"EMDLOT", "Logistic Regression", "shortcut: sequence length"}
     assert (out / "ray_train").is_dir()  # the EMDLOT run went through Ray Train's storage on the head
+    package = out / "package"  # the fold models, no refit: the lead's weights and one more member
+    assert (package / "model.safetensors").exists() and [p.name for p in package.glob("member-*")] == ["member-1.safetensors"]
+    assert "fold models" in done.stdout

@@ -206,14 +206,15 @@ def test_the_registered_seed_ensemble_reproduces_its_members_mean_test_predictio
 
 @pytest.mark.long
 def test_a_hybrid_ensemble_is_tabled_packaged_and_registered_and_scores_raw_files_as_it_scored_its_test_firms(tmp_path):
-    """train.ensemble "hybrid" through the flow: the split's seeds blended with XGBoost on their held-out folds
-    (emdlot.runs.ensemble), in the seed-average table and ensembles.parquet, and the registered package scores the
-    chosen split's raw test rows as the ensemble scored them."""
+    """train.ensemble "hybrid" through the flow, as the product's hybrid variant runs it (each seed predicts with its
+    fold models): the split's seeds blended with XGBoost on their held-out folds (emdlot.runs.ensemble), in the
+    seed-average table and ensembles.parquet, and the registered package of fold models scores the chosen split's raw
+    test rows as the ensemble scored them."""
     write_dataset(generate(SynthConfig(firms=240, seed=5, distressed_rate=0.25)), tmp_path / "in")
     (tmp_path / "hybrid.yaml").write_text(
         "model: {hidden_size: 16, feature_embed_size: 8, num_clusters: 3, prior_shift: true}\n"
         "train: {batch_size: 32, max_epochs: 2, patience: 2, warmup_epochs: 1, identifier_epochs: 1, kmeans_n_init: 2, "
-        "progress: false, refit_on_val: true, epoch_folds: 2, ensemble: hybrid}\n")
+        "progress: false, refit_on_val: true, epoch_folds: 2, ensemble: hybrid, predict_with: folds}\n")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert flow.main(["--input", str(tmp_path / "in"), "--config", str(tmp_path / "hybrid.yaml"), "--seeds", "2", "--max-seeds", "3",
                       "--baselines", "XGBoost", "--no-ablations", "--out", str(tmp_path / "out"), "--tracking-uri", uri,
@@ -229,7 +230,7 @@ def test_a_hybrid_ensemble_is_tabled_packaged_and_registered_and_scores_raw_file
     client = mlflow.MlflowClient(tracking_uri=uri)
     version = client.search_model_versions("name = 'emdlot'")[0]
     parent = client.get_run(version.run_id)
-    assert parent.data.tags["package.ensemble"].startswith("hybrid: weight")
+    assert parent.data.tags["package.ensemble"].startswith("hybrid: weight") and parent.data.tags["package.fold_models"] == "2"
     split = int(parent.data.tags["best.split"])
     manifest = pd.read_csv(tmp_path / "out" / "splits" / f"seed-{split}" / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
     test = manifest[manifest["split"] == "test"]

@@ -38,7 +38,10 @@ TREE = "XGBoost"
 
 
 def unshifted_test_proba(run: RunResult) -> np.ndarray:
-    """A run's test probabilities without its own prior shift (the shift's inverse; unchanged without one)."""
+    """A run's test probabilities without its own prior shift: its fold models' unshifted mean where those predict,
+    else the shift's inverse (unchanged without one)."""
+    if run.fold_models:
+        return run.test_cross_fit_proba
     shift = run.history.prior_shift
     return run.test_proba if shift is None else apply_prior_shift(run.test_proba, -np.asarray(shift))
 

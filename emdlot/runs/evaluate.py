@@ -224,8 +224,9 @@ def register(chosen: Chosen, tables, spec: EvaluationSpec, say: Callable[[str], 
     """Package the chosen EMDLOT run, or its split's seed ensemble, with its preprocessing; log it as a pyfunc,
     register it. Its test numbers on its own split go on record beside it (no decision reads them)."""
     lead, dataset, text = chosen.runs[0], chosen.dataset, chosen.text
+    folds = len(lead.result.fold_models)  # train.predict_with "folds": each run's fold models are its members
     text_model = Path(text).parent / TEXT_MODEL_FILE if text else None
-    package = write_package(spec.out / "package", [o.result.model for o in chosen.runs], lead.result.config, dataset,
+    package = write_package(spec.out / "package", [m for o in chosen.runs for m in o.result.members], lead.result.config, dataset,
                             text_model=text_model if text_model and text_model.exists() else None, ensemble=chosen.ensemble)
     manifest = pd.read_csv(dataset / "manifest.csv", dtype={"firm_id": str}, parse_dates=["cutoff"])
     test = manifest[manifest["split"] == "test"]
@@ -239,12 +240,14 @@ def register(chosen: Chosen, tables, spec: EvaluationSpec, say: Callable[[str], 
     mlflow.set_tags({"best.split": str(lead.split), "best.seed": str(lead.seed),
                      "best.val_composite": f"{lead.result.val_score:.4f}", "package.kind": spec.package,
                      "package.seeds": seeds, "package.ensemble": chosen.ensemble.describe() if chosen.ensemble
-                     else "average" if len(chosen.runs) > 1 else "one run, as fitted"})
+                     else "average" if len(chosen.runs) > 1 else "one run, as fitted",
+                     "package.fold_models": str(folds)})
     mlflow.log_metrics({f"package_test_{k}": v for k, v in metrics.as_dict().items()})
     info = log_package(package, rows.reset_index(drop=True), registered_name=spec.register_as)
     uri = (f"models:/{spec.register_as}/{info.registered_model_version}" if spec.register_as
            else f"runs:/{mlflow.active_run().info.run_id}/emdlot")
     what = f"the mean of seeds {seeds}" if len(chosen.runs) > 1 else f"seed {lead.seed}"
+    what += f" ({folds} fold models each, no refit)" if folds else ""
     what += f", {chosen.ensemble.describe()}" if chosen.ensemble else ""
     say(f"packaged EMDLOT: {what} of split {lead.split} (best validation {lead.result.val_score:.3f}, seed {lead.seed}; "
         f"its test mAP {metrics.average_precision:.3f}, AUC {metrics.auc:.3f}) -> {uri}")

@@ -45,10 +45,11 @@ def log_result(result: RunResult, lineage: dict, feature_names: list[str], test:
         tracking.log_table(explain.modality_weights(interp, test.y), "explanations", "modality_weights.csv")
         tracking.log_table(explain.chapter_weights(interp, test.y, test.text_mask), "explanations", "chapter_weights.csv")
         tracking.log_table(explain.feature_importance(interp, test.mask, feature_names), "explanations", "feature_importance.csv")
-    with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "emdlot.safetensors"
-        save_file({k: v.contiguous() for k, v in result.model.state_dict().items()}, str(weights))
-        tracking.log_files(weights, artifact_path="model")
+    with tempfile.TemporaryDirectory() as tmp:  # one file per fold model where those predict
+        names = [f"emdlot-fold{i}.safetensors" for i in range(1, len(result.fold_models) + 1)] or ["emdlot.safetensors"]
+        for name, model in zip(names, result.members):
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(tmp) / name))
+        tracking.log_files(*(Path(tmp) / name for name in names), artifact_path="model")
 
 
 def log_outcome(outcome, lineage: dict, feature_names: list[str], test: SequenceArrays) -> None:

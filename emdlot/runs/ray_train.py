@@ -4,8 +4,9 @@ an uninterrupted run gives.
 
 One `TorchTrainer` per (model, split, seed): each run is small (a few MB of weights, minutes on a CPU), so
 runs go in parallel as separate trainers (`fit_many`) rather than as data-parallel ranks of one model. The
-arrays travel once through the object store. The worker returns the final weights and history; the driver
-rebuilds the model and scores it (`score_run`), so scoring is the same code wherever the fit ran.
+arrays travel once through the object store. The worker returns the final weights (of the fold models where
+those predict) and history; the driver rebuilds the model and scores it (`score_run`), so scoring is the same code
+wherever the fit ran.
 """
 from __future__ import annotations
 
@@ -70,9 +71,11 @@ def train_loop(loop_config: dict) -> dict:
         if fail_at is not None and state.phase == "fit" and state.state.epoch == fail_at:
             os._exit(1)  # a worker that dies without warning (OOM kill, lost node)
 
-    fitted = fit_run(parts, config, loop_config["seed"], checkpoint=report, resume=resume)
-    weights = {k: v.detach().cpu().numpy() for k, v in fitted.model.state_dict().items()}
-    return {"weights": weights, "history": fitted.history.as_dict()}
+    predict = parts.get("test") if config.train.epoch_folds else None  # as train_and_score: the folds' cross-fit
+    fitted = fit_run(parts, config, loop_config["seed"], checkpoint=report, resume=resume, predict=predict)
+    weights = [{k: v.detach().cpu().numpy() for k, v in m.state_dict().items()} for m in fitted.members]
+    return {"weights": weights, "folds": bool(fitted.fold_models), "history": fitted.history.as_dict(),
+            "cross_fit": fitted.cross_fit}
 
 
 def rebuild(config: EMDLOTConfig, like: SequenceArrays, weights: dict[str, np.ndarray]) -> EMDLOT:
@@ -96,7 +99,9 @@ def fit_on_ray(parts_ref: ray.ObjectRef, like: SequenceArrays, config: EMDLOTCon
     )
     result = trainer.fit()
     out = result.return_value
-    return FitResult(model=rebuild(config, like, out["weights"]), history=History.from_dict(out["history"]))
+    models, folds = [rebuild(config, like, weights) for weights in out["weights"]], out["folds"]
+    return FitResult(model=None if folds else models[0], history=History.from_dict(out["history"]),
+                     cross_fit=out["cross_fit"], fold_models=models if folds else [])
 
 
 def fit_many(jobs: list[tuple[str, EMDLOTConfig, int]], parts: dict[str, SequenceArrays],

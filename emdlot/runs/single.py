@@ -6,7 +6,7 @@ scored only when the caller asks, once, at the end of a final run.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -14,12 +14,12 @@ import numpy as np
 
 from emdlot.data.arrays import SequenceArrays
 from emdlot.data.assemble import assemble
-from emdlot.evaluation.metrics import ClassificationMetrics
+from emdlot.evaluation.metrics import ClassificationMetrics, classification_metrics, composite_score
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.training.calibration import check_prior_shift, fold_labels
 from emdlot.training.config import EMDLOTConfig
-from emdlot.training.loop import FitResult, evaluate, fit, interpret
+from emdlot.training.loop import FitResult, fit, interpret, predict_proba
 from emdlot.training.state import EpochRecord, FitState, History
 
 RUN_STATE_FILE = "run_state.json"
@@ -29,7 +29,7 @@ RUN_STATE_FILE = "run_state.json"
 class RunResult:
     config: EMDLOTConfig
     seed: int
-    model: EMDLOT | None  # None: a tuning trial's cross-validated epoch count, not refitted
+    model: EMDLOT | None  # None: a tuning trial's cross-validated epoch count, not refitted, or fold models predict
     history: History
     val_metrics: ClassificationMetrics
     val_score: float  # composite objective on the validation firms (with the three-class penalty)
@@ -38,6 +38,12 @@ class RunResult:
     test_proba: np.ndarray | None = None  # (N_test, 3)
     test_interpretation: Interpretation | None = None
     test_cross_fit_proba: np.ndarray | None = None  # (N_test, 3): the fold models' mean, unshifted (epoch_folds only)
+    fold_models: list[EMDLOT] = field(default_factory=list)  # train.predict_with "folds": the run's models (FitResult)
+
+    @property
+    def members(self) -> list[EMDLOT]:
+        """The models whose mean probability is the run's prediction: its fold models, or its one model."""
+        return self.fold_models or [self.model]
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for a log line or an MLflow run."""
@@ -54,10 +60,14 @@ class RunResult:
         return out
 
 
-def score(model: EMDLOT, arrays: SequenceArrays, config: EMDLOTConfig) -> tuple[ClassificationMetrics, float, np.ndarray]:
-    """Metrics, composite score and class probabilities of a fitted model on labelled firms."""
-    return evaluate(model, to_batch(arrays, device=config.train.device), config.train.eval_batch_size,
-                    config.train.score_weights)
+def score(models: EMDLOT | list[EMDLOT], arrays: SequenceArrays, config: EMDLOTConfig) -> tuple[ClassificationMetrics, float, np.ndarray]:
+    """Metrics, composite score and class probabilities of a fitted model, or of the mean of a run's members (its
+    fold models), on labelled firms."""
+    members = [models] if isinstance(models, EMDLOT) else models
+    batch = to_batch(arrays, device=config.train.device)
+    proba = np.mean([predict_proba(m, batch, config.train.eval_batch_size) for m in members], axis=0)
+    metrics = classification_metrics(arrays.y, proba)
+    return metrics, composite_score(metrics, config.train.score_weights), proba
 
 
 @dataclass
@@ -99,7 +109,8 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
     """Fit on parts["train"], early-stop on parts["val"]; with `train.refit_on_val`, then train a second
     model (same seed) on parts["train_val"] for the best epoch count, which replaces the first (its
     history goes to `history.refit`); with `train.epoch_folds`, the epoch count comes from
-    `cross_validated_epochs` instead of that first fit. `checkpoint`/`resume` carry the run across an
+    `cross_validated_epochs` instead of that first fit, and with `train.predict_with` "folds" the fold models at
+    that epoch replace the refit (`FitResult.fold_models`). `checkpoint`/`resume` carry the run across an
     interruption. `refit=False` stops once the epoch count is chosen: a tuning trial is scored on that
     choice alone, so the refit would be work nobody reads (with folds there is then no model). With folds,
     `predict`'s firms get a cross-fitted prediction (`FitResult.cross_fit`, see `cross_validated_epochs`)."""
@@ -115,6 +126,8 @@ def fit_run(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
         history = fitted.history
     if not (config.train.refit_on_val and refit):
         return FitResult(model=fitted.model if fitted else None, history=history, cross_fit=cross_fit)
+    if config.train.predict_with == "folds":
+        return FitResult(model=None, history=history, cross_fit=cross_fit, fold_models=fold_models(parts, config, seed, history))
     if "train_val" not in parts:
         raise ValueError("refit_on_val needs parts['train_val']: assemble(..., with_train_val=True)")
     refit = fit(parts["train_val"], parts["val"], config, seed, epochs=history.best_epoch,
@@ -169,6 +182,19 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
     return history, cross_fit
 
 
+def fold_models(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, history: History) -> list[EMDLOT]:
+    """Each fold's model at the chosen epoch, carrying the run's shift. `cross_validated_epochs` ran every fold to
+    max_epochs and kept none of their states (a Table 5 model's 11M weights for every epoch of every fold would not
+    fit in memory); fitting a fold again for exactly that many epochs gives the weights its longer fit had then, since
+    nothing in an epoch depends on the epochs after it and the fit is deterministic (tests/test_ensemble.py checks it)."""
+    models = [fit(parts[f"cv{i}_train"], parts[f"cv{i}_val"], config, seed, epochs=history.best_epoch).model
+              for i in range(1, config.train.epoch_folds + 1)]
+    if history.prior_shift is not None:
+        for model in models:
+            model.set_prior_shift(history.prior_shift)
+    return models
+
+
 def held_out_labels(parts: dict[str, SequenceArrays], folds: int) -> tuple[np.ndarray, np.ndarray]:
     """The labels and folds of `History.held_out_proba`'s firms: cv1_val's, then cv2_val's, ..."""
     return fold_labels([parts[f"cv{i}_val"].y for i in range(1, folds + 1)])
@@ -180,12 +206,13 @@ def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLO
     then; a refit has seen the validation firms), the test firms scored once if asked (with the fold models'
     cross-fitted probabilities where `fit_run` was given them to predict)."""
     best = fitted.history.epochs[fitted.history.best_epoch - 1]
-    result = RunResult(config=config, seed=seed, model=fitted.model, history=fitted.history,
+    result = RunResult(config=config, seed=seed, model=fitted.model, history=fitted.history, fold_models=fitted.fold_models,
                        val_metrics=ClassificationMetrics(**best.val_metrics), val_score=best.val_score)
     if score_test:
         test = parts["test"]
-        result.test_metrics, result.test_score, result.test_proba = score(fitted.model, test, config)
-        result.test_interpretation = interpret(fitted.model, test, config.train.eval_batch_size, config.train.device)
+        result.test_metrics, result.test_score, result.test_proba = score(result.members, test, config)
+        result.test_interpretation = Interpretation.average(
+            [interpret(m, test, config.train.eval_batch_size, config.train.device) for m in result.members])
         result.test_cross_fit_proba = fitted.cross_fit
     return result
 

@@ -48,6 +48,12 @@ class TrainConfig(StrictModel):
     # the training and validation firms (each fold SMOTE'd on its own, every fold run to max_epochs, the
     # epoch with the best mean stop score wins). Needs refit_on_val; costs k full-length fits.
     epoch_folds: int = Field(0, ge=0)
+    # Not in the paper: which models make a run's predictions. "refit": the refit on training + validation firms.
+    # "folds": the epoch_folds fold models themselves, each at the chosen epoch (refitted to it: the fit is
+    # deterministic), their mean probability, with the prior shift that their own held-out predictions fitted; no
+    # refit. The shift is then applied to the models it was fitted on (the refit is surer on new firms than the fold
+    # models: benchmarks/refit_drift.py). Needs epoch_folds.
+    predict_with: Literal["refit", "folds"] = "refit"
     # How the rare classes get their weight: "smote" (the paper: training firms SMOTE'd to 1:1:1) or
     # "class_weight" (not in the paper: the real training firms only, each class's loss terms weighted by
     # n / (K n_c), so a minority firm counts as much as SMOTE's copies of it would, without the copies).
@@ -89,6 +95,8 @@ class TrainConfig(StrictModel):
             raise ValueError("focal_gamma and label_smoothing are alternatives: set one of them")
         if self.epoch_folds and not self.refit_on_val:
             raise ValueError("epoch_folds chooses the epoch count of a refit: set refit_on_val true as well")
+        if self.predict_with == "folds" and not self.epoch_folds:
+            raise ValueError("predict_with 'folds' predicts with the epoch_folds fold models: set epoch_folds to 2 or more")
         return self
 
     @property

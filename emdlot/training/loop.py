@@ -30,7 +30,7 @@ from emdlot.training.state import EpochRecord, FitState, History
 
 @dataclass
 class FitResult:
-    model: EMDLOT
+    model: EMDLOT | None  # None: no model kept (a tuning trial with folds) or the fold models predict (`fold_models`)
     history: History
     # Per epoch run in this process, the validation firms' class probabilities (out-of-fold predictions
     # for a cross-validation fold; emdlot.training.calibration fits on them).
@@ -39,6 +39,13 @@ class FitResult:
     predicted: list[np.ndarray] = field(default_factory=list)
     # A run's fold models' mean probability of `fit_run(predict=...)`'s firms at the chosen epoch (emdlot.runs.single).
     cross_fit: np.ndarray | None = None
+    # A run that predicts with its fold models (train.predict_with "folds"): each at the chosen epoch, with the run's shift.
+    fold_models: list[EMDLOT] = field(default_factory=list)
+
+    @property
+    def members(self) -> list[EMDLOT]:
+        """The models whose mean probability is the run's prediction: its fold models, or its one model."""
+        return self.fold_models or [self.model]
 
 
 @contextmanager
