@@ -86,7 +86,19 @@ def run_baselines(dataset: str, protocol: str, split_seed: int, tag: str = "") -
         proba = fit_predict(factory, view, parts[firms], parts["test"], seed=split_seed, folds=shift_folds)
         out.append({"model": name + tag, "protocol": protocol, "split": split_seed, "seed": split_seed,
                     "proba": proba.tolist(), "y": parts["test"].y.tolist(), "seconds": time.perf_counter() - started})
-    return out
+    return out + decision_rows(out, tag)
+
+
+def decision_rows(rows: list[dict], tag: str) -> list[dict]:
+    """Each tree's shift as a decision rule only (round 22's plan): the class from its shifted fit on the training +
+    validation firms, the probabilities from the same fit unshifted (the "(train + val)" row: one seeded fit,
+    deterministic), as metrics.classification_metrics reads a `predicted`."""
+    from emdlot.training.baselines import TREE_BASELINES
+
+    named = {r["model"]: r for r in rows}
+    return [named[f"{name} (train + val){tag}"] | {"model": f"{name} (train + val, shift as decision){tag}",
+            "predicted": np.argmax(named[f"{name} (train + val, prior shift){tag}"]["proba"], axis=1).tolist()}
+            for name in TREE_BASELINES]
 
 
 def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, params: dict, seed: int, tag: str = "") -> dict | list[dict]:
@@ -175,7 +187,7 @@ def summarise_runs(runs: list[dict], wide: bool = False) -> dict:
                 keyed |= ensemble_shift_rows(protocol, model, by_split)
                 keyed |= wide_grid_rows(protocol, model, by_split) if wide else {}
     for (protocol, model), group in sorted(keyed.items()):
-        metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"])) for r in group]
+        metrics = [classification_metrics(np.array(r["y"]), np.array(r["proba"]), r.get("predicted")) for r in group]
         entry = summarise(metrics, [r["split"] for r in group])
         entry["runs"] = [{"split": r["split"], "seed": r["seed"], **m.as_dict(),
                           **{k: r[k] for k in ("best_epoch", "epochs", "val_composite", "val_stop_score", "prior_shift", "prior_shift_check", "blend", "seconds") if k in r}}
@@ -189,8 +201,10 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
     the mean of their held-out fold predictions), checked and unchecked; and the seed averages' hybrids. Where the
     runs kept their fold models' test predictions ("cross_fit"), the same shift and equal-weight hybrid applied to
     those instead of the refits': "fold models" rows, the models the shift was fitted on (the hybrid's tree keeps its
-    fit on the training + validation firms: it drifts little, refit_drift.json)."""
-    from emdlot.training.blend import Blend
+    fit on the training + validation firms: it drifts little, refit_drift.json); their equal-weight hybrid also without
+    the shift, and with the shift as a decision rule only (its class from the shifted blend, its probabilities
+    unshifted: round 22's plan)."""
+    from emdlot.training.blend import Blend, blend
     from emdlot.training.calibration import ShiftCheck, apply_prior_shift, ensemble_prior_shift
 
     checked, unchecked, fold_models, fold_models_shift = [], [], [], []
@@ -213,11 +227,14 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
             cross_fit = np.mean([h["cross_fit"] for h in held], axis=0)
             fold_models.append({"split": split, "seed": None, "y": rs[0]["y"], "proba": cross_fit.tolist()})
             fold_models_shift.append(row | {"proba": apply_prior_shift(cross_fit, check.shift).tolist(), "prior_shift": check.shift.tolist()})
-            key = (protocol, f"hybrid: EMDLOT {variant} + XGBoost (equal weights, shift, fold models) (seed average)" + (f" [{tag}" if tag else ""))
+            fold_hybrid = f"hybrid: EMDLOT {variant} + XGBoost (equal weights, {{}}, fold models) (seed average)" + (f" [{tag}" if tag else "")
             equal = hybrids["(equal weights, shift)"]["blend"]  # the same held-out fit, applied to the fold models
-            equal_blend = Blend(equal["weight"], ShiftCheck(**equal["prior_shift_check"]))
-            out.setdefault(key, []).append({"split": split, "seed": None, "y": rs[0]["y"], "blend": equal,
-                                            "proba": equal_blend.apply(cross_fit, held[0]["tree_test"]).tolist()})
+            shifted = Blend(equal["weight"], ShiftCheck(**equal["prior_shift_check"])).apply(cross_fit, held[0]["tree_test"])
+            plain = blend(cross_fit, held[0]["tree_test"], equal["weight"])
+            base = {"split": split, "seed": None, "y": rs[0]["y"], "blend": equal}
+            for rule, proba, decided in (("shift", shifted, {}), ("no shift", plain, {}),
+                                         ("shift as decision", plain, {"predicted": shifted.argmax(axis=1).tolist()})):
+                out.setdefault((protocol, fold_hybrid.format(rule)), []).append(base | {"proba": proba.tolist()} | decided)
     out |= {(protocol, f"{model} (fold models, seed average)"): fold_models,
             (protocol, f"{model} (fold models, seed average, then shift)"): fold_models_shift} if fold_models else {}
     return {(protocol, f"{model} (seed average, then shift)"): checked,

@@ -81,3 +81,20 @@ def test_bad_inputs_are_named():
         CompositeWeights(recall=0, f1=0, average_precision=0, auc=0)
     with pytest.raises(ValueError):
         CompositeWeights(recall=-0.1)
+
+
+def test_a_decision_rule_sets_recall_f1_and_validity_and_leaves_the_ranking_scores_to_the_probabilities():
+    """`predicted` (a decision on top of the probabilities, such as a shift used only to decide): recall, F1 and the
+    classes predicted from it, mAP and AUC from the probabilities, as sklearn scores each."""
+    from sklearn.metrics import f1_score, recall_score
+
+    decided = np.roll(PROBA.argmax(axis=1), 1)  # other classes than the argmax
+    m = classification_metrics(Y, PROBA, predicted=decided)
+    assert m.recall == pytest.approx(recall_score(Y, decided, average="macro")) != pytest.approx(RECALL)
+    assert m.f1 == pytest.approx(f1_score(Y, decided, average="macro"))
+    assert (m.average_precision, m.auc) == (pytest.approx(MAP), pytest.approx(AUC))
+    one = classification_metrics(Y, PROBA, predicted=np.zeros_like(Y))
+    assert one.n_predicted_classes == 1 and not one.covers_all_classes  # validity follows the decision
+    assert classification_metrics(Y, PROBA, predicted=PROBA.argmax(axis=1)) == classification_metrics(Y, PROBA)
+    with pytest.raises(ValueError, match="one class index"):
+        classification_metrics(Y, PROBA, predicted=decided[:-1])

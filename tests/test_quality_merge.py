@@ -127,3 +127,47 @@ def test_stored_predictions_summarise_as_the_runs_did_and_the_wide_grid_reaches_
     assert [hybrid[k] for k in ("average_precision", "auc")] == ranks(equal.apply(cross_fit, held["tree_test"]))
     refit = direct["hybrid: EMDLOT v + XGBoost (equal weights, shift) (seed average) [quantile scaling]"]["runs"][0]
     assert refit["auc"] > hybrid["auc"]  # the fold models here rank other firms first than the refits do
+
+
+def test_the_shift_as_a_decision_rule_takes_the_class_from_the_shifted_row_and_the_ranking_from_the_unshifted_one(monkeypatch):
+    """Round 22's rows: recall, F1 and validity from the shifted prediction's classes, mAP and AUC from the unshifted
+    probabilities, for the fold models' hybrid and for each tree on the training + validation firms."""
+    from emdlot.evaluation.metrics import classification_metrics
+    from emdlot.training.blend import blend, fit_blend
+
+    monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0]))
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1, 2], [22, 4, 4])
+    tag = " [quantile scaling]"
+    plain = {name: rng.dirichlet([1, 1, 1], len(y)) for name in ("XGBoost", "LightGBM")}
+    shifted = {name: rng.dirichlet([1, 1, 1], len(y)) for name in plain}  # another prediction: the classes must follow it
+    rows = [{"model": f"{n} (train + val){tag}", "protocol": "matched", "split": 7, "seed": 7, "proba": p.tolist(), "y": y.tolist()}
+            for n, p in plain.items()]
+    rows += [{"model": f"{n} (train + val, prior shift){tag}", "protocol": "matched", "split": 7, "seed": 7, "proba": p.tolist(),
+              "y": y.tolist()} for n, p in shifted.items()]
+    table = quality.summarise_runs(rows + quality.decision_rows(rows, tag))["matched"]
+    for name in plain:
+        decided = table[f"{name} (train + val, shift as decision){tag}"]["runs"][0]
+        expected = classification_metrics(y, plain[name], shifted[name].argmax(axis=1))
+        assert {k: decided[k] for k in ("recall", "f1", "average_precision", "auc", "n_predicted_classes")} == pytest.approx(expected.as_dict())
+        assert decided["recall"] == table[f"{name} (train + val, prior shift){tag}"]["runs"][0]["recall"]
+        assert decided["auc"] == table[f"{name} (train + val){tag}"]["runs"][0]["auc"]
+        assert decided["auc"] != table[f"{name} (train + val, prior shift){tag}"]["runs"][0]["auc"]
+
+    monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0, 6.0]))  # a shift that names minority firms here
+    runs = _shift_runs([86, 127])
+    direct = quality.summarise_runs(runs)["matched"]
+    held = next(r["held_out"] for r in runs if "held_out" in r)
+    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
+    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
+    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
+    y_test = np.asarray(runs[0]["y"])
+    name = "hybrid: EMDLOT v + XGBoost (equal weights, {}, fold models) (seed average) [quantile scaling]"
+    unshifted = blend(cross_fit, held["tree_test"], 0.5)
+    for rule, expected in (("no shift", classification_metrics(y_test, unshifted)),
+                           ("shift as decision", classification_metrics(y_test, unshifted, equal.apply(cross_fit, held["tree_test"]).argmax(axis=1)))):
+        row = direct[name.format(rule)]["runs"][0]
+        assert {k: row[k] for k in expected.as_dict()} == pytest.approx(expected.as_dict()), rule
+    rows = {rule: direct[name.format(rule)]["runs"][0] for rule in ("shift", "no shift", "shift as decision")}
+    assert rows["shift as decision"]["recall"] == rows["shift"]["recall"] > rows["no shift"]["recall"]
+    assert rows["shift as decision"]["average_precision"] == rows["no shift"]["average_precision"] != rows["shift"]["average_precision"]

@@ -76,11 +76,16 @@ def _check_inputs(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np
     return y_true.astype(np.int64), proba / proba.sum(axis=1, keepdims=True)
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> ClassificationMetrics:
-    """Macro recall, F1, mAP and AUC (OvR) of class probabilities `proba` (n, 3) against labels."""
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, predicted: np.ndarray | None = None) -> ClassificationMetrics:
+    """Macro recall, F1, mAP and AUC (OvR) of class probabilities `proba` (n, 3) against labels. `predicted`: the
+    decided classes where a decision rule on top of the probabilities picks them (a per-class threshold), not their
+    argmax; recall, F1 and the classes predicted are then read from it, mAP and AUC from `proba` as always."""
     y_true, proba = _check_inputs(y_true, proba)
     labels = list(range(NUM_CLASSES))
-    predicted = proba.argmax(axis=1)
+    if predicted is None:
+        predicted = proba.argmax(axis=1)
+    elif np.shape(predicted) != y_true.shape or not np.isin(predicted, labels).all():
+        raise ValueError(f"predicted must hold one class index 0..{NUM_CLASSES - 1} per row ({len(y_true)}), got shape {np.shape(predicted)}")
     return ClassificationMetrics(
         recall=float(recall_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
         f1=float(f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)),
