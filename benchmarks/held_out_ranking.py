@@ -1,0 +1,87 @@
+"""Ranking levers of the hybrid compared on held-out folds only: which output ranks issuers best, without test firms.
+
+mAP and AUC read the probabilities, not the decided class, so a lever for them changes how the hybrid's
+probabilities are formed. From the held-out fold predictions a quality round stores (`quality.py --predictions`),
+each split's firms inside training + validation, each predicted by a fit that did not see it, get:
+
+    EMDLOT               p_E = mean over seeds
+    tree                 p_T, the hybrid's XGBoost
+    arithmetic, w        w p_E + (1 - w) p_T                       (the product: w = 0.5)
+    geometric, w = 0.5   p_E^w p_T^(1-w) / sum_k p_E,k^w p_T,k^(1-w)   (log-linear pooling)
+    arithmetic, shifted  p'(w p_E + (1 - w) p_T, b), b fitted on the other two folds' firms (as in held_out_decisions)
+
+Each is paired by split with the arithmetic blend at w = 0.5, unshifted: mean difference, a bootstrap 95% interval over
+splits, and the splits up and down. Runs are read for one recipe (`--recipe`), since a round may hold two.
+Writes benchmarks/results/held_out_ranking.json.
+Run: .venv/bin/python benchmarks/held_out_ranking.py --recipe NAME benchmarks/results/quality_round2*_predictions.npz
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from emdlot.evaluation.metrics import classification_metrics
+from emdlot.evaluation.uncertainty import mean_interval
+from emdlot.training.blend import blend
+from held_out_decisions import cross_fitted, held_out_by_split
+from quality import read_predictions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "held_out_ranking.json"
+REFERENCE = "arithmetic, w = 0.5"
+
+
+def geometric(emdlot_proba: np.ndarray, tree_proba: np.ndarray, weight: float) -> np.ndarray:
+    """Log-linear pooling: the weighted mean of log-probabilities, renormalised per firm."""
+    logs = weight * np.log(np.clip(emdlot_proba, 1e-12, None)) + (1 - weight) * np.log(np.clip(tree_proba, 1e-12, None))
+    pooled = np.exp(logs - logs.max(axis=1, keepdims=True))
+    return pooled / pooled.sum(axis=1, keepdims=True)
+
+
+def levers(y: np.ndarray, fold: np.ndarray, emdlot_proba: np.ndarray, tree_proba: np.ndarray) -> dict[str, np.ndarray]:
+    """Every lever's held-out probabilities for one split."""
+    out = {"EMDLOT": emdlot_proba, "tree": tree_proba}
+    out |= {f"arithmetic, w = {w}": blend(emdlot_proba, tree_proba, w) for w in (0.3, 0.5, 0.7)}
+    out["geometric, w = 0.5"] = geometric(emdlot_proba, tree_proba, 0.5)
+    out["arithmetic, w = 0.5, shifted"] = cross_fitted(y, fold, out[REFERENCE], "shift")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("predictions", nargs="+", help=".npz files written by quality.py --predictions")
+    parser.add_argument("--recipe", required=True, help="the EMDLOT variant whose runs are read")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    rows: list[dict] = []
+    for path in args.predictions:
+        runs = [r for r in read_predictions(path) if r["model"].startswith(f"EMDLOT {args.recipe} ")]
+        for split, held in held_out_by_split(runs).items():
+            y, fold = np.asarray(held["y"]), np.asarray(held["fold"])
+            emdlot_proba = np.mean(list(held["seeds"].values()), axis=0)
+            for name, proba in levers(y, fold, emdlot_proba, np.asarray(held["tree"])).items():
+                m = classification_metrics(y, proba)
+                rows.append({"lever": name, "split": split, "average_precision": m.average_precision, "auc": m.auc})
+    if not rows:
+        raise SystemExit(f"no held-out predictions of recipe {args.recipe} in {', '.join(args.predictions)}")
+    reference = {r["split"]: r for r in rows if r["lever"] == REFERENCE}
+    table, lines = {}, ["| lever | mAP | AUC | mAP - reference | up / down |", "|---|---|---|---|---|"]
+    for name in dict.fromkeys(r["lever"] for r in rows):
+        mine = [r for r in rows if r["lever"] == name]
+        diff = np.array([r["average_precision"] - reference[r["split"]]["average_precision"] for r in mine])
+        entry = {"splits": len(mine), "average_precision": float(np.mean([r["average_precision"] for r in mine])),
+                 "auc": float(np.mean([r["auc"] for r in mine])), "average_precision_diff": float(diff.mean()),
+                 "interval": mean_interval(diff), "up": int((diff > 1e-12).sum()), "down": int((diff < -1e-12).sum())}
+        table[name] = entry
+        lines.append(f"| {name} | {entry['average_precision']:.3f} | {entry['auc']:.3f} | {entry['average_precision_diff']:+.3f} "
+                     f"[{entry['interval'][0]:+.3f}, {entry['interval'][1]:+.3f}] | {entry['up']} / {entry['down']} |")
+    Path(args.out).write_text(json.dumps({"setup": {"predictions": args.predictions, "recipe": args.recipe,
+                                                    "firms": "held-out folds only", "reference": REFERENCE},
+                                          "summary": table, "rows": rows}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
