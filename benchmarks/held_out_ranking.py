@@ -49,21 +49,26 @@ def levers(y: np.ndarray, fold: np.ndarray, emdlot_proba: np.ndarray, tree_proba
     return out
 
 
+def lever_rows(runs: list[dict], recipe: str) -> list[dict]:
+    """Per split and lever, the held-out mAP and AUC of `recipe`'s runs (a round may hold another recipe's runs on the
+    same splits and seeds, which must not be mixed in)."""
+    rows = []
+    for split, held in held_out_by_split([r for r in runs if r["model"].startswith(f"EMDLOT {recipe} ")]).items():
+        y, fold = np.asarray(held["y"]), np.asarray(held["fold"])
+        emdlot_proba = np.mean(list(held["seeds"].values()), axis=0)
+        for name, proba in levers(y, fold, emdlot_proba, np.asarray(held["tree"])).items():
+            m = classification_metrics(y, proba)
+            rows.append({"lever": name, "split": split, "average_precision": m.average_precision, "auc": m.auc})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("predictions", nargs="+", help=".npz files written by quality.py --predictions")
     parser.add_argument("--recipe", required=True, help="the EMDLOT variant whose runs are read")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
-    rows: list[dict] = []
-    for path in args.predictions:
-        runs = [r for r in read_predictions(path) if r["model"].startswith(f"EMDLOT {args.recipe} ")]
-        for split, held in held_out_by_split(runs).items():
-            y, fold = np.asarray(held["y"]), np.asarray(held["fold"])
-            emdlot_proba = np.mean(list(held["seeds"].values()), axis=0)
-            for name, proba in levers(y, fold, emdlot_proba, np.asarray(held["tree"])).items():
-                m = classification_metrics(y, proba)
-                rows.append({"lever": name, "split": split, "average_precision": m.average_precision, "auc": m.auc})
+    rows = [row for path in args.predictions for row in lever_rows(read_predictions(path), args.recipe)]
     if not rows:
         raise SystemExit(f"no held-out predictions of recipe {args.recipe} in {', '.join(args.predictions)}")
     reference = {r["split"]: r for r in rows if r["lever"] == REFERENCE}

@@ -1,0 +1,43 @@
+"""benchmarks/held_out_ranking.py: the ranking levers it compares, and that a round's other recipe stays out."""
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ranking = importlib.import_module("held_out_ranking")
+decisions = importlib.import_module("held_out_decisions")
+
+
+def test_the_geometric_blend_is_the_renormalised_weighted_product_of_the_two_models():
+    rng = np.random.default_rng(0)
+    a, b = rng.dirichlet([3, 1, 1], 20), rng.dirichlet([1, 2, 2], 20)
+    root = np.sqrt(a * b)
+    np.testing.assert_allclose(ranking.geometric(a, b, 0.5), root / root.sum(axis=1, keepdims=True), rtol=1e-12)
+    np.testing.assert_allclose(ranking.geometric(a, b, 1.0), a, rtol=1e-9)
+    assert not np.allclose(ranking.geometric(a, b, 0.5), ranking.blend(a, b, 0.5))
+
+
+def _runs(recipe: str, rng: np.random.Generator, y: np.ndarray, fold: np.ndarray) -> list[dict]:
+    tree = rng.dirichlet([4, 1, 1], len(y))
+    return [{"model": f"EMDLOT {recipe} [quantile scaling]", "split": 7, "seed": seed,
+             "held_out": {"y": y, "fold": fold, "tree": tree, "proba": rng.dirichlet([4, 1, 1], len(y))}}
+            for seed in (86, 127)]
+
+
+def test_a_round_with_two_recipes_on_the_same_splits_and_seeds_is_read_one_recipe_at_a_time(monkeypatch):
+    monkeypatch.setattr(decisions, "GRID", np.arange(-2.0, 2.5, 1.0))  # the full grid's search is slow and beside the point
+    rng = np.random.default_rng(1)
+    y = np.tile(np.repeat([0, 1, 2], [20, 5, 5]), 3)
+    fold = np.repeat([0, 1, 2], 30)
+    mine, other = _runs("deep_shift", rng, y, fold), _runs("deep_shift_weighted", rng, y, fold)
+
+    alone = ranking.lever_rows(mine, "deep_shift")
+    assert ranking.lever_rows(other + mine, "deep_shift") == alone == ranking.lever_rows(mine + other, "deep_shift")
+    assert ranking.lever_rows(mine + other, "deep_shift_weighted") != alone
+    assert {r["lever"] for r in alone} == set(ranking.levers(y, fold, mine[0]["held_out"]["proba"], mine[0]["held_out"]["tree"]))
+    expected = ranking.classification_metrics(y, ranking.blend(np.mean([r["held_out"]["proba"] for r in mine], axis=0),
+                                                               mine[0]["held_out"]["tree"], 0.5))
+    (reference,) = [r for r in alone if r["lever"] == ranking.REFERENCE]
+    assert reference["average_precision"] == expected.average_precision and reference["auc"] == expected.auc
