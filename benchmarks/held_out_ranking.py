@@ -9,6 +9,8 @@ each split's firms inside training + validation, each predicted by a fit that di
     arithmetic, w        w p_E + (1 - w) p_T                       (the product: w = 0.5)
     geometric, w = 0.5   p_E^w p_T^(1-w) / sum_k p_E,k^w p_T,k^(1-w)   (log-linear pooling)
     arithmetic, shifted  p'(w p_E + (1 - w) p_T, b), b fitted on the other two folds' firms (as in held_out_decisions)
+    ..., checked shift   the same b, kept only where its nested check on those two folds finds that it carries, as
+                         the product's shift is kept or dropped before it reaches test firms
 
 Each is paired by split with the arithmetic blend at w = 0.5, unshifted: mean difference, a bootstrap 95% interval over
 splits, and the splits up and down. Runs are read for one recipe (`--recipe`), since a round may hold two.
@@ -25,7 +27,9 @@ import numpy as np
 
 from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.uncertainty import mean_interval
+import held_out_decisions as decisions
 from emdlot.training.blend import blend
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift
 from held_out_decisions import cross_fitted, held_out_by_split
 from quality import read_predictions
 
@@ -46,6 +50,18 @@ def levers(y: np.ndarray, fold: np.ndarray, emdlot_proba: np.ndarray, tree_proba
     out |= {f"arithmetic, w = {w}": blend(emdlot_proba, tree_proba, w) for w in (0.3, 0.5, 0.7)}
     out["geometric, w = 0.5"] = geometric(emdlot_proba, tree_proba, 0.5)
     out["arithmetic, w = 0.5, shifted"] = cross_fitted(y, fold, out[REFERENCE], "shift")
+    out["arithmetic, w = 0.5, checked shift"] = checked_shift(y, fold, out[REFERENCE])
+    return out
+
+
+def checked_shift(y: np.ndarray, fold: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Each fold's firms shifted as the product shifts test firms: by the shift of the other folds' firms, kept only
+    where its nested check on those folds finds that it carries (`calibration.check_prior_shift`)."""
+    out = np.empty_like(proba)
+    for k in np.unique(fold):
+        inside = fold == k
+        check = check_prior_shift(y[~inside], proba[~inside], fold[~inside], grid=decisions.GRID)
+        out[inside] = apply_prior_shift(proba[inside], check.shift)
     return out
 
 
