@@ -7,6 +7,8 @@ each split's firms inside training + validation, each predicted by a fit that di
     EMDLOT               p_E = mean over seeds
     tree                 p_T, the hybrid's XGBoost
     arithmetic, w        w p_E + (1 - w) p_T                       (the product: w = 0.5)
+    ..., first n seeds   w = 0.5 with p_E from the first n seeds alone, in the order run (86, 127, 71):
+                         does averaging more seeds still help?
     geometric, w = 0.5   p_E^w p_T^(1-w) / sum_k p_E,k^w p_T,k^(1-w)   (log-linear pooling)
     arithmetic, shifted  p'(w p_E + (1 - w) p_T, b), b fitted on the other two folds' firms (as in held_out_decisions)
     ..., checked shift   the same b, kept only where its nested check on those two folds finds that it carries, as
@@ -44,13 +46,16 @@ def geometric(emdlot_proba: np.ndarray, tree_proba: np.ndarray, weight: float) -
     return pooled / pooled.sum(axis=1, keepdims=True)
 
 
-def levers(y: np.ndarray, fold: np.ndarray, emdlot_proba: np.ndarray, tree_proba: np.ndarray) -> dict[str, np.ndarray]:
-    """Every lever's held-out probabilities for one split."""
+def levers(y: np.ndarray, fold: np.ndarray, seeds: list[np.ndarray], tree_proba: np.ndarray) -> dict[str, np.ndarray]:
+    """Every lever's held-out probabilities for one split, from each EMDLOT seed's and the tree's."""
+    emdlot_proba = np.mean(seeds, axis=0)
     out = {"EMDLOT": emdlot_proba, "tree": tree_proba}
     out |= {f"arithmetic, w = {w}": blend(emdlot_proba, tree_proba, w) for w in (0.3, 0.5, 0.7)}
     out["geometric, w = 0.5"] = geometric(emdlot_proba, tree_proba, 0.5)
     out["arithmetic, w = 0.5, shifted"] = cross_fitted(y, fold, out[REFERENCE], "shift")
     out["arithmetic, w = 0.5, checked shift"] = checked_shift(y, fold, out[REFERENCE])
+    out |= {f"arithmetic, w = 0.5, first {n} seed{'s' * (n > 1)}": blend(np.mean(seeds[:n], axis=0), tree_proba, 0.5)
+            for n in range(1, len(seeds))}
     return out
 
 
@@ -71,8 +76,7 @@ def lever_rows(runs: list[dict], recipe: str) -> list[dict]:
     rows = []
     for split, held in held_out_by_split([r for r in runs if r["model"].startswith(f"EMDLOT {recipe} ")]).items():
         y, fold = np.asarray(held["y"]), np.asarray(held["fold"])
-        emdlot_proba = np.mean(list(held["seeds"].values()), axis=0)
-        for name, proba in levers(y, fold, emdlot_proba, np.asarray(held["tree"])).items():
+        for name, proba in levers(y, fold, list(held["seeds"].values()), np.asarray(held["tree"])).items():
             m = classification_metrics(y, proba)
             rows.append({"lever": name, "split": split, "average_precision": m.average_precision, "auc": m.auc})
     return rows

@@ -36,8 +36,11 @@ def test_a_round_with_two_recipes_on_the_same_splits_and_seeds_is_read_one_recip
     alone = ranking.lever_rows(mine, "deep_shift")
     assert ranking.lever_rows(other + mine, "deep_shift") == alone == ranking.lever_rows(mine + other, "deep_shift")
     assert ranking.lever_rows(mine + other, "deep_shift_weighted") != alone
-    assert {r["lever"] for r in alone} == set(ranking.levers(y, fold, mine[0]["held_out"]["proba"], mine[0]["held_out"]["tree"]))
+    assert {r["lever"] for r in alone} == set(ranking.levers(y, fold, [r["held_out"]["proba"] for r in mine], mine[0]["held_out"]["tree"]))
     expected = ranking.classification_metrics(y, ranking.blend(np.mean([r["held_out"]["proba"] for r in mine], axis=0),
                                                                mine[0]["held_out"]["tree"], 0.5))
     (reference,) = [r for r in alone if r["lever"] == ranking.REFERENCE]
     assert reference["average_precision"] == expected.average_precision and reference["auc"] == expected.auc
+    (one,) = [r for r in alone if r["lever"] == "arithmetic, w = 0.5, first 1 seed"]
+    first = ranking.classification_metrics(y, ranking.blend(mine[0]["held_out"]["proba"], mine[0]["held_out"]["tree"], 0.5))
+    assert one["average_precision"] == first.average_precision != expected.average_precision
