@@ -29,7 +29,7 @@ from sklearn.linear_model import LogisticRegression
 from emdlot.evaluation.metrics import classification_metrics, composite_score
 from emdlot.evaluation.uncertainty import mean_interval
 from emdlot.training.blend import blend
-from emdlot.training.calibration import GRID, apply_prior_shift, fit_prior_shift
+from emdlot.training.calibration import GRID, apply_prior_shift, check_prior_shift, fit_prior_shift
 from quality import WIDE_GRID, read_predictions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "held_out_decisions.json"
@@ -39,12 +39,17 @@ METRICS = ("composite", "recall", "f1", "average_precision", "auc")
 LAYERS = ("none", "shift", "shift, wide", "vector scaling")
 
 
-def fit_layer(layer: str, y: np.ndarray, proba: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """The decision layer fitted on these firms' held-out probabilities, as a map from probabilities to new ones."""
+def fit_layer(layer: str, y: np.ndarray, proba: np.ndarray, fold: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The decision layer fitted on these firms' held-out probabilities (`fold`: each firm's fold), as a map from
+    probabilities to new ones. Besides LAYERS, "checked shift": the shift kept only where its nested check on these
+    firms' folds finds that it carries, as the product keeps it (benchmarks/held_out_ranking.py)."""
     if layer == "none":
         return lambda p: p
     if layer in ("shift", "shift, wide"):
         shift = fit_prior_shift(y, proba, grid=GRID if layer == "shift" else WIDE_GRID)
+        return lambda p: apply_prior_shift(p, shift)
+    if layer == "checked shift":
+        shift = check_prior_shift(y, proba, fold, grid=GRID).shift
         return lambda p: apply_prior_shift(p, shift)
     model = LogisticRegression(class_weight="balanced", max_iter=2000).fit(np.log(np.clip(proba, 1e-9, None)), y)
     return lambda p: model.predict_proba(np.log(np.clip(p, 1e-9, None)))
@@ -55,7 +60,7 @@ def cross_fitted(y: np.ndarray, fold: np.ndarray, proba: np.ndarray, layer: str)
     out = np.empty_like(proba)
     for k in np.unique(fold):
         inside = fold == k
-        out[inside] = fit_layer(layer, y[~inside], proba[~inside])(proba[inside])
+        out[inside] = fit_layer(layer, y[~inside], proba[~inside], fold[~inside])(proba[inside])
     return out
 
 

@@ -29,9 +29,7 @@ import numpy as np
 
 from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.uncertainty import mean_interval
-import held_out_decisions as decisions
 from emdlot.training.blend import blend
-from emdlot.training.calibration import apply_prior_shift, check_prior_shift
 from held_out_decisions import cross_fitted, held_out_by_split
 from quality import read_predictions
 
@@ -53,20 +51,9 @@ def levers(y: np.ndarray, fold: np.ndarray, seeds: list[np.ndarray], tree_proba:
     out |= {f"arithmetic, w = {w}": blend(emdlot_proba, tree_proba, w) for w in (0.3, 0.5, 0.7)}
     out["geometric, w = 0.5"] = geometric(emdlot_proba, tree_proba, 0.5)
     out["arithmetic, w = 0.5, shifted"] = cross_fitted(y, fold, out[REFERENCE], "shift")
-    out["arithmetic, w = 0.5, checked shift"] = checked_shift(y, fold, out[REFERENCE])
+    out["arithmetic, w = 0.5, checked shift"] = cross_fitted(y, fold, out[REFERENCE], "checked shift")
     out |= {f"arithmetic, w = 0.5, first {n} seed{'s' * (n > 1)}": blend(np.mean(seeds[:n], axis=0), tree_proba, 0.5)
             for n in range(1, len(seeds))}
-    return out
-
-
-def checked_shift(y: np.ndarray, fold: np.ndarray, proba: np.ndarray) -> np.ndarray:
-    """Each fold's firms shifted as the product shifts test firms: by the shift of the other folds' firms, kept only
-    where its nested check on those folds finds that it carries (`calibration.check_prior_shift`)."""
-    out = np.empty_like(proba)
-    for k in np.unique(fold):
-        inside = fold == k
-        check = check_prior_shift(y[~inside], proba[~inside], fold[~inside], grid=decisions.GRID)
-        out[inside] = apply_prior_shift(proba[inside], check.shift)
     return out
 
 
