@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 ranking = importlib.import_module("held_out_ranking")
@@ -44,3 +45,24 @@ def test_a_round_with_two_recipes_on_the_same_splits_and_seeds_is_read_one_recip
     (one,) = [r for r in alone if r["lever"] == "arithmetic, w = 0.5, first 1 seed"]
     first = ranking.classification_metrics(y, ranking.blend(mine[0]["held_out"]["proba"], mine[0]["held_out"]["tree"], 0.5))
     assert one["average_precision"] == first.average_precision != expected.average_precision
+
+
+def test_a_second_tree_is_read_only_where_its_refitted_xgboost_is_the_stored_tree(monkeypatch):
+    monkeypatch.setattr(decisions, "GRID", np.arange(-1.0, 1.5, 1.0))
+    rng = np.random.default_rng(2)
+    y = np.tile(np.repeat([0, 1, 2], [20, 5, 5]), 3)
+    fold = np.repeat([0, 1, 2], 30)
+    runs = _runs("deep_shift", rng, y, fold)
+    stored, lightgbm = runs[0]["held_out"]["tree"], rng.dirichlet([2, 1, 1], len(y))
+
+    rows = ranking.lever_rows(runs, "deep_shift", {7: {"XGBoost": stored.copy(), "LightGBM": lightgbm}})
+    emdlot = np.mean([r["held_out"]["proba"] for r in runs], axis=0)
+    trees = (stored + lightgbm) / 2
+    for lever, proba in {"LightGBM": lightgbm, "two trees": trees,
+                         "arithmetic, two trees, w = 0.33": emdlot / 3 + trees * 2 / 3}.items():
+        (row,) = [r for r in rows if r["lever"] == lever]
+        assert np.isclose(row["average_precision"], ranking.classification_metrics(y, proba).average_precision, rtol=1e-12)
+    assert [r for r in rows if r["lever"] in ranking.levers(y, fold, [r["held_out"]["proba"] for r in runs], stored)] == \
+        ranking.lever_rows(runs, "deep_shift")
+    with pytest.raises(ValueError, match="split 7: the refitted XGBoost differs"):
+        ranking.lever_rows(runs, "deep_shift", {7: {"XGBoost": lightgbm, "LightGBM": lightgbm}})
