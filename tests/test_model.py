@@ -233,6 +233,39 @@ def test_values_at_padded_positions_are_never_seen():
     assert torch.isfinite(build().eval()(batch).probs).all()
 
 
+@pytest.mark.parametrize("item_vectors", [None, STEPS])
+def test_attention_scored_on_observed_steps_only_equals_its_equations_on_every_step(item_vectors):
+    """The levels score present items only (for speed); weights, outputs and gradients are still the
+    docstrings' formulas evaluated over every step, with 0 weight where the mask is False (one scoring vector,
+    or one per item position as the modality level has)."""
+    from emdlot.model.attention import FeatureAttention
+
+    torch.manual_seed(3)
+    x, mask = torch.randn(5, STEPS, FEATURES), torch.rand(5, STEPS) < 0.6
+    mask[0], mask[1] = True, False  # a firm seen at every step, and one at none
+    features, temporal = FeatureAttention(FEATURES, 4, 0.9), AdditiveAttention(FEATURES, 3, 1.3, num_item_vectors=item_vectors)
+    step_input, alpha = features(x, mask)
+    pooled, weights = temporal(x, mask)
+    (step_input.square().sum() + alpha.square().sum() + pooled.square().sum()).backward()
+    fast = [p.grad.clone() for p in (*features.parameters(), *temporal.parameters())]
+    for p in (*features.parameters(), *temporal.parameters()):
+        p.grad = None
+
+    embedded = x.unsqueeze(-1) * features.embed_weight + features.embed_bias  # (B, T, F, d) at every step
+    ref_alpha = torch.softmax(torch.tanh(embedded) @ features.score_vector / 0.9, dim=-1) * mask.unsqueeze(-1)
+    ref_input = (ref_alpha.unsqueeze(-1) * embedded).sum(dim=2)
+    scores = (torch.tanh(temporal.project(x)) * temporal.score_vector).sum(-1) / 1.3
+    ref_weights = torch.where(mask, torch.softmax(scores.masked_fill(~mask, -torch.inf), dim=-1), 0.0).nan_to_num()
+    ref_pooled = (ref_weights.unsqueeze(-1) * x).sum(dim=1)
+    torch.testing.assert_close(alpha, ref_alpha)
+    torch.testing.assert_close(step_input, ref_input)
+    torch.testing.assert_close(weights, ref_weights)
+    torch.testing.assert_close(pooled, ref_pooled)
+    (ref_input.square().sum() + ref_alpha.square().sum() + ref_pooled.square().sum()).backward()
+    for got, want in zip(fast, (p.grad for p in (*features.parameters(), *temporal.parameters()))):
+        torch.testing.assert_close(got, want)
+
+
 def test_a_seed_ensembles_interpretation_averages_probabilities_and_maps_and_keeps_the_leads_clusters():
     from emdlot.model import Interpretation
 

@@ -54,7 +54,11 @@ class AdditiveAttention(nn.Module):
         if self.uniform:
             weights = uniform_weights(mask).to(items.dtype)
         else:
-            scores = (torch.tanh(self.project(items)) * self.score_vector).sum(dim=-1) / self.temperature
+            # Only present items are scored (a masked one gets weight 0 whatever it scores): over a batch's
+            # quarters about a third are padding, and the projection is a (D x attention_size) product per item.
+            vectors = self.score_vector.expand(*mask.shape, self.score_vector.shape[-1])[mask]
+            scores = items.new_full(mask.shape, torch.finfo(items.dtype).min)
+            scores = scores.masked_scatter(mask, (torch.tanh(self.project(items[mask])) * vectors).sum(dim=-1) / self.temperature)
             weights = masked_softmax(scores, mask)
         pooled = torch.einsum("bn,bnd->bd", weights, items)
         return pooled, weights
@@ -93,9 +97,11 @@ class FeatureAttention(nn.Module):
         if self.uniform:
             alpha = torch.full_like(x, 1.0 / x.shape[-1]) * step_valid
         else:
-            embedded = torch.addcmul(self.embed_bias, x.unsqueeze(-1), self.embed_weight)  # (B, T, F, d)
-            scores = torch.tanh(embedded) @ (self.score_vector / self.temperature)  # (B, T, F)
-            alpha = torch.softmax(scores, dim=-1) * step_valid
+            # Scored at observed steps only (alpha is 0 on padded ones whatever they score; about a third of a
+            # batch's steps are padding, and e_{t,j} is the largest tensor of the model).
+            embedded = torch.addcmul(self.embed_bias, x[mask].unsqueeze(-1), self.embed_weight)  # (observed, F, d)
+            scores = torch.tanh(embedded) @ (self.score_vector / self.temperature)  # (observed, F)
+            alpha = x.new_zeros(x.shape).masked_scatter(step_valid, torch.softmax(scores, dim=-1))
         step_input = (alpha * x) @ self.embed_weight + alpha @ self.embed_bias
         return step_input, alpha
 

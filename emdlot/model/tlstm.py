@@ -23,7 +23,7 @@ uses fused derivative kernels, and the weight gradients are one product over all
 ordered by the step at which their sequence starts, so step t only computes the rows that have
 started (a firm with 18 of 39 quarters costs 18 steps, not 39): with pre-padded sequences about
 half the work of a full batch is skipped, exactly, since a row that has not started keeps its
-zero state. benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
+zero state; the weight gradients' products read the started rows alone, for the same reason. benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
 """
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def _started_rows(keep: torch.Tensor) -> list[int]:
     """keep (T, B, 1) with rows ordered by start step -> how many rows have started at each step."""
     started = keep[:, :, 0].to(torch.int32).cummax(dim=0).values.sum(dim=1)
     return started.tolist()
+
+
+def _started_index(active: list[int], batch: int, device: torch.device) -> torch.Tensor:
+    """Flat positions t * batch + r of the rows that have started at each step (r < active[t])."""
+    started = torch.arange(batch)[None, :] < torch.tensor(active)[:, None]  # (T, B)
+    return torch.arange(len(active) * batch).view(len(active), batch)[started].to(device)
 
 
 class _TLSTMFunction(torch.autograd.Function):
@@ -155,17 +161,22 @@ class _TLSTMFunction(torch.autograd.Function):
                 torch.mul(d_adjusted, memory[t - 1, :n], out=grad_retain[t, :n])
                 dcn.mul_(carry_f[t, :n]).addcmul_(d_adjusted, retain[t, :n])
 
-        # Weight gradients: one product over all steps. Step t > 0 reads the states of step t-1;
-        # step 0 reads zeros and adds nothing to the recurrent weights' gradients.
-        flat_gates = grad_gates.view(steps * batch, 4 * size)
-        grad_x = (flat_gates @ weight_ih).view_as(x) if ctx.needs_input_grad[0] else None
-        grad_weight_ih = flat_gates.t() @ x.reshape(steps * batch, -1)
+        # Weight gradients: one product over the started rows of all steps (a row that has not started has a
+        # zero gradient, so leaving it out changes no sum, and about a third of a batch's rows are such).
+        # Step t > 0 reads the states of step t-1; step 0 reads zeros and adds nothing to the recurrent weights'.
+        started = _started_index(active, batch, x.device)  # flat (step, row) positions, in order
+        recurrent = started[started >= batch]
+        flat_gates = grad_gates.view(steps * batch, 4 * size)[started]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = x.new_zeros(steps * batch, x.shape[2]).index_copy_(0, started, flat_gates @ weight_ih).view_as(x)
+        grad_weight_ih = flat_gates.t() @ x.reshape(steps * batch, -1)[started]
         grad_bias = flat_gates.sum(dim=0)
-        grad_weight_hh = grad_gates[1:].reshape(-1, 4 * size).t() @ hidden[:-1].reshape(-1, size)
+        grad_weight_hh = grad_gates.view(steps * batch, -1)[recurrent].t() @ hidden.view(steps * batch, size)[recurrent - batch]
         grad_weight_short = grad_bias_short = None
         if baytas:
-            grad_weight_short = grad_short[1:].reshape(-1, size).t() @ memory[:-1].reshape(-1, size)
-            grad_bias_short = grad_short.view(steps * batch, size).sum(dim=0)
+            grad_weight_short = grad_short.view(steps * batch, size)[recurrent].t() @ memory.view(steps * batch, size)[recurrent - batch]
+            grad_bias_short = grad_short.view(steps * batch, size)[started].sum(dim=0)
         return grad_x, grad_retain, None, grad_weight_ih, grad_bias, grad_weight_hh, grad_weight_short, grad_bias_short
 
 
