@@ -57,9 +57,8 @@ class AdditiveAttention(nn.Module):
             # Only present items are scored (a masked one gets weight 0 whatever it scores): over a batch's
             # quarters about a third are padding, and the projection is a (D x attention_size) product per item.
             vectors = self.score_vector.expand(*mask.shape, self.score_vector.shape[-1])[mask]
-            scores = items.new_full(mask.shape, torch.finfo(items.dtype).min)
-            scores = scores.masked_scatter(mask, (torch.tanh(self.project(items[mask])) * vectors).sum(dim=-1) / self.temperature)
-            weights = masked_softmax(scores, mask)
+            present = (torch.tanh(self.project(items[mask])) * vectors).sum(dim=-1) / self.temperature
+            weights = masked_softmax(items.new_zeros(mask.shape).masked_scatter(mask, present), mask)
         pooled = torch.einsum("bn,bnd->bd", weights, items)
         return pooled, weights
 

@@ -23,7 +23,8 @@ uses fused derivative kernels, and the weight gradients are one product over all
 ordered by the step at which their sequence starts, so step t only computes the rows that have
 started (a firm with 18 of 39 quarters costs 18 steps, not 39): with pre-padded sequences about
 half the work of a full batch is skipped, exactly, since a row that has not started keeps its
-zero state; the weight gradients' products read the started rows alone, for the same reason. benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
+zero state; the weight gradients' products read the started rows alone, for the same reason.
+benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
 """
 from __future__ import annotations
 
@@ -165,18 +166,20 @@ class _TLSTMFunction(torch.autograd.Function):
         # zero gradient, so leaving it out changes no sum, and about a third of a batch's rows are such).
         # Step t > 0 reads the states of step t-1; step 0 reads zeros and adds nothing to the recurrent weights'.
         started = _started_index(active, batch, x.device)  # flat (step, row) positions, in order
-        recurrent = started[started >= batch]
-        flat_gates = grad_gates.view(steps * batch, 4 * size)[started]
+        recurrent = started[started >= batch]  # the same at t > 0; `recurrent - batch` is each one's step t-1
+        all_gates = grad_gates.view(steps * batch, 4 * size)
+        flat_gates = all_gates[started]
         grad_x = None
         if ctx.needs_input_grad[0]:
             grad_x = x.new_zeros(steps * batch, x.shape[2]).index_copy_(0, started, flat_gates @ weight_ih).view_as(x)
         grad_weight_ih = flat_gates.t() @ x.reshape(steps * batch, -1)[started]
         grad_bias = flat_gates.sum(dim=0)
-        grad_weight_hh = grad_gates.view(steps * batch, -1)[recurrent].t() @ hidden.view(steps * batch, size)[recurrent - batch]
+        grad_weight_hh = all_gates[recurrent].t() @ hidden.view(steps * batch, size)[recurrent - batch]
         grad_weight_short = grad_bias_short = None
         if baytas:
-            grad_weight_short = grad_short.view(steps * batch, size)[recurrent].t() @ memory.view(steps * batch, size)[recurrent - batch]
-            grad_bias_short = grad_short.view(steps * batch, size)[started].sum(dim=0)
+            all_short = grad_short.view(steps * batch, size)
+            grad_weight_short = all_short[recurrent].t() @ memory.view(steps * batch, size)[recurrent - batch]
+            grad_bias_short = all_short[started].sum(dim=0)
         return grad_x, grad_retain, None, grad_weight_ih, grad_bias, grad_weight_hh, grad_weight_short, grad_bias_short
 
 
