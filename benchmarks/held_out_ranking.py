@@ -10,6 +10,8 @@ each split's firms inside training + validation, each predicted by a fit that di
     ..., first n seeds   w = 0.5 with p_E from the first n seeds alone, in the order run (86, 127, 71):
                          does averaging more seeds still help?
     geometric, w = 0.5   p_E^w p_T^(1-w) / sum_k p_E,k^w p_T,k^(1-w)   (log-linear pooling)
+    stacked, C           a multinomial logistic regression on (log p_E, log p_T), fitted on the other two folds' firms
+                         (C: its inverse L2 strength; "balanced": classes weighted by inverse frequency)
     arithmetic, shifted  p'(w p_E + (1 - w) p_T, b), b fitted on the other two folds' firms (as in held_out_decisions)
     ..., checked shift   the same b, kept only where its nested check on those two folds finds that it carries, as
                          the product's shift is kept or dropped before it reaches test firms
@@ -49,6 +51,21 @@ def geometric(emdlot_proba: np.ndarray, tree_proba: np.ndarray, weight: float) -
     return pooled / pooled.sum(axis=1, keepdims=True)
 
 
+def stacked(y: np.ndarray, fold: np.ndarray, emdlot_proba: np.ndarray, tree_proba: np.ndarray, strength: float,
+            class_weight: str | None = None) -> np.ndarray:
+    """Each fold's firms through a logistic stacker of both models' log-probabilities fitted on the other folds' firms:
+    a blend whose weights are learned per class, not fixed."""
+    from sklearn.linear_model import LogisticRegression
+
+    features = np.log(np.clip(np.hstack([emdlot_proba, tree_proba]), 1e-12, None))
+    out = np.empty_like(emdlot_proba)
+    for k in np.unique(fold):
+        inside = fold == k
+        model = LogisticRegression(C=strength, class_weight=class_weight, max_iter=2000).fit(features[~inside], y[~inside])
+        out[inside] = model.predict_proba(features[inside])
+    return out
+
+
 def levers(y: np.ndarray, fold: np.ndarray, seeds: list[np.ndarray], tree_proba: np.ndarray,
            second_tree: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every lever's held-out probabilities for one split, from each EMDLOT seed's and the tree's (and LightGBM's
@@ -57,6 +74,8 @@ def levers(y: np.ndarray, fold: np.ndarray, seeds: list[np.ndarray], tree_proba:
     out = {"EMDLOT": emdlot_proba, "tree": tree_proba}
     out |= {f"arithmetic, w = {w}": blend(emdlot_proba, tree_proba, w) for w in (0.3, 0.5, 0.7)}
     out["geometric, w = 0.5"] = geometric(emdlot_proba, tree_proba, 0.5)
+    out |= {f"stacked, C = {c}": stacked(y, fold, emdlot_proba, tree_proba, c) for c in (0.01, 0.1, 1.0)}
+    out["stacked, C = 0.1, balanced"] = stacked(y, fold, emdlot_proba, tree_proba, 0.1, "balanced")
     out["arithmetic, w = 0.5, shifted"] = cross_fitted(y, fold, out[REFERENCE], "shift")
     out["arithmetic, w = 0.5, checked shift"] = cross_fitted(y, fold, out[REFERENCE], "checked shift")
     out |= {f"arithmetic, w = 0.5, first {n} seed{'s' * (n > 1)}": blend(np.mean(seeds[:n], axis=0), tree_proba, 0.5)

@@ -66,3 +66,22 @@ def test_a_second_tree_is_read_only_where_its_refitted_xgboost_is_the_stored_tre
         ranking.lever_rows(runs, "deep_shift")
     with pytest.raises(ValueError, match="split 7: the refitted XGBoost differs"):
         ranking.lever_rows(runs, "deep_shift", {7: {"XGBoost": lightgbm, "LightGBM": lightgbm}})
+
+
+def test_the_stacker_predicts_each_fold_from_the_other_folds_labels_and_learns_which_model_ranks():
+    rng = np.random.default_rng(3)
+    y = np.tile(np.repeat([0, 1, 2], [40, 10, 10]), 3)
+    fold = np.repeat([0, 1, 2], 60)
+    informative = np.clip(np.eye(3)[y] * 0.6 + rng.dirichlet([1, 1, 1], len(y)) * 0.4, 1e-3, None)
+    noise = rng.dirichlet([4, 1, 1], len(y))
+    out = ranking.stacked(y, fold, informative, noise, 1.0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-9)
+    relabelled = y.copy()
+    relabelled[fold == 0] = rng.permutation(relabelled[fold == 0])  # fold 0's own labels: unread for fold 0
+    again = ranking.stacked(relabelled, fold, informative, noise, 1.0)
+    np.testing.assert_array_equal(again[fold == 0], out[fold == 0])
+    assert not np.allclose(again[fold == 1], out[fold == 1])  # the other folds' fits read them
+    # The tree is noise here: learned weights rank better than the equal blend, which half follows the noise.
+    learned = ranking.classification_metrics(y, out).average_precision
+    equal = ranking.classification_metrics(y, ranking.blend(informative, noise, 0.5)).average_precision
+    assert learned > equal
