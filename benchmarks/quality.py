@@ -15,7 +15,8 @@ their mean held-out fold prediction ("seed average, then shift", checked and unc
 on the same folds ("hybrid: ...", emdlot.training.blend: the weight fitted on the held-out folds with the checked
 shift, without the shift, and equal weights), per run and per seed average; and the seed average and its
 equal-weight hybrid once more from the fold models' own test predictions ("fold models": the models the shift was
-fitted on, in place of the refit). Writes benchmarks/results/quality.json and prints a Markdown table.
+fitted on, in place of the refit), and that hybrid and the tree alone with the tree's fold fits in place of its
+refit ("tree fold models", round 24). Writes benchmarks/results/quality.json and prints a Markdown table.
 
 The EMDLOT size is emdlot/configs/demo_model.yaml (hidden 64, batch 32, at most 15 epochs) without the
 text modality (the synthetic prospectus is not embedded here): a Table 5 model takes about 28 min a run.
@@ -44,9 +45,9 @@ from emdlot.training.calibration import GRID, apply_prior_shift
 from emdlot.training.config import training_variants
 
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
-# Rounds 18 to 23 each added five, drawn by numpy.random.default_rng(19).permutation(range(40, 150)), used ones skipped.
+# Rounds 18 to 24 each added five, drawn by numpy.random.default_rng(19).permutation(range(40, 150)), used ones skipped.
 SPLIT_SEEDS = [86, 127, 71, 61, 84, 140, 88, 46, 131, 53, 125, 134, 50, 114, 138, 135, 108, 106, 126, 43, 64, 47, 44, 144, 75,
-               70, 74, 56, 55, 41, 105, 77, 76, 115, 68]
+               70, 74, 56, 55, 41, 105, 77, 76, 115, 68, 40, 100, 133, 137, 99]
 TRAIN_SEEDS = [86, 127, 71, 61, 84]
 SHIFT_FOLDS = 3  # the trees' prior shift folds: the cross-validation folds of the variants with epoch_folds 3
 SHIFT_GRID = GRID  # the shift grid of the rows derived here (the product's); read at call time, so a test can shrink it
@@ -128,10 +129,12 @@ def run_emdlot(dataset: str, protocol: str, split_seed: int, variant: str, param
     # training + validation firms for the test firms (also where the run weighs classes instead), seeded as
     # run_baselines seeds it (w = 0 is its shifted row).
     smoted = assemble_for(config, dataset, balance=True) if config.train.weighs_classes else parts
-    tree_held_out, tree = fit_tree(smoted, config.train.epoch_folds, split_seed)
+    tree_held_out, tree, fold_trees = fit_tree(smoted, config.train.epoch_folds, split_seed)
+    view = TREE_BASELINES["XGBoost"][1]
     held_out = {"y": y, "fold": fold, "proba": np.asarray(result.history.held_out_proba), "test": unshifted,
                 "cross_fit": result.test_cross_fit_proba,  # the fold models' mean at the chosen epoch, unshifted
-                "tree": tree_held_out, "tree_test": predict_proba(tree, TREE_BASELINES["XGBoost"][1], parts["test"])}
+                "tree": tree_held_out, "tree_test": predict_proba(tree, view, parts["test"]),
+                "tree_fold_test": np.mean([predict_proba(t, view, parts["test"]) for t in fold_trees], axis=0)}
     run |= {"variant": variant, "tag": tag, "prior_shift": result.history.prior_shift,
             "prior_shift_check": result.history.prior_shift_check, "held_out": held_out}
     return [run] + shift_rows(run)
@@ -203,9 +206,12 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
     those instead of the refits': "fold models" rows, the models the shift was fitted on (the hybrid's tree keeps its
     fit on the training + validation firms: it drifts little, refit_drift.json); their equal-weight hybrid also without
     the shift, and with the shift as a decision rule only (its class from the shifted blend, its probabilities
-    unshifted: round 22's plan)."""
+    unshifted: round 22's plan). Where the runs also kept the tree's fold fits' test predictions ("tree_fold_test"),
+    the fold models' hybrid with those in place of the tree's refit ("tree fold models": both sides of the blend
+    predicted by the fits its weight and shift were fitted on), and that tree alone, unshifted and with its own
+    checked shift from the same folds (the yardstick's tree, predicting with its fold fits: round 24's plan)."""
     from emdlot.training.blend import Blend, blend
-    from emdlot.training.calibration import ShiftCheck, apply_prior_shift, ensemble_prior_shift
+    from emdlot.training.calibration import ShiftCheck, apply_prior_shift, check_prior_shift, ensemble_prior_shift
 
     checked, unchecked, fold_models, fold_models_shift = [], [], [], []
     variant, tag = model.removeprefix("EMDLOT ").partition(" [")[::2]  # the hybrid's seed averages, named as its runs
@@ -235,6 +241,18 @@ def ensemble_shift_rows(protocol: str, model: str, by_split: dict[int, list[dict
             for rule, proba, decided in (("shift", shifted, {}), ("no shift", plain, {}),
                                          ("shift as decision", plain, {"predicted": shifted.argmax(axis=1).tolist()})):
                 out.setdefault((protocol, fold_hybrid.format(rule)), []).append(base | {"proba": proba.tolist()} | decided)
+            if held[0].get("tree_fold_test") is not None:
+                tree_folds = np.asarray(held[0]["tree_fold_test"])
+                both = Blend(equal["weight"], ShiftCheck(**equal["prior_shift_check"])).apply(cross_fit, tree_folds)
+                name = fold_hybrid.format("shift").replace("fold models)", "fold models, tree fold models)")
+                out.setdefault((protocol, name), []).append(base | {"proba": both.tolist()})
+                tree_check = check_prior_shift(held[0]["y"], held[0]["tree"], held[0]["fold"], grid=SHIFT_GRID)
+                trees = {"XGBoost (fold models)": (tree_folds, {}),
+                         "XGBoost (fold models, prior shift)": (apply_prior_shift(tree_folds, tree_check.shift),
+                                                                {"prior_shift": tree_check.shift.tolist(), "prior_shift_check": asdict(tree_check)})}
+                for name, (proba, extra) in trees.items():
+                    out.setdefault((protocol, name + (f" [{tag}" if tag else "")), []).append(
+                        {"split": split, "seed": None, "y": rs[0]["y"], "proba": proba.tolist(), **extra})
     out |= {(protocol, f"{model} (fold models, seed average)"): fold_models,
             (protocol, f"{model} (fold models, seed average, then shift)"): fold_models_shift} if fold_models else {}
     return {(protocol, f"{model} (seed average, then shift)"): checked,

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from emdlot.data.arrays import SequenceArrays
 from emdlot.evaluation.metrics import classification_metrics
 from emdlot.evaluation.uncertainty import bootstrap_interval, mean_interval, summarise
-from emdlot.training.baselines import BASELINES, TREE_BASELINES, fit_predict, shortcut_baselines
+from emdlot.training.baselines import BASELINES, TREE_BASELINES, fit_predict, held_out_fits, predict_proba, shortcut_baselines
 from emdlot.training.lstm import LSTMClassifier
 
 STEPS, FEATURES = 10, 4
@@ -78,6 +78,20 @@ def test_a_baseline_given_folds_shifts_its_probabilities_by_what_its_own_held_ou
     log_ratio = np.log(shifted / plain)
     np.testing.assert_allclose(log_ratio - log_ratio[:, :1], np.tile(shift, (len(test), 1)), atol=1e-6)
     assert np.abs(shift).max() > 0.01 and not np.allclose(shifted, plain)
+
+
+def test_held_out_fits_are_each_folds_own_fit_in_fold_order():
+    """The fits behind the held-out predictions are kept (the hybrid's tree fold models predict new firms with them):
+    fold k's fit is the model fitted on fold k's training firms alone, and its held-out rows come k-th."""
+    factory, view = TREE_BASELINES["XGBoost"]
+    folds = [(arrays(120, 2 * i + 3, signal=1.0 + i), arrays(30 + 15 * i, 2 * i + 4, signal=1.0)) for i in range(2)]
+    test = arrays(45, 9, signal=1.0)
+    held, models = held_out_fits(factory, view, folds, seed=0)
+    assert held.shape == (30 + 45, 3) and len(models) == 2
+    for (fold_train, fold_val), model, rows in zip(folds, models, np.split(held, [30])):
+        np.testing.assert_array_equal(rows, fit_predict(factory, view, fold_train, fold_val, seed=0))
+        np.testing.assert_array_equal(predict_proba(model, view, test), fit_predict(factory, view, fold_train, test, seed=0))
+    assert not np.allclose(predict_proba(models[0], view, test), predict_proba(models[1], view, test))
 
 
 def test_bootstrap_interval_holds_the_point_estimate_and_shrinks_with_more_firms():

@@ -65,11 +65,13 @@ def _shift_runs(seeds, n_test=30) -> list[dict]:
 
     y_test = np.repeat([0, 1, 2], [n_test - 8, 4, 4])
     tree, tree_test = proba(y), proba(y_test)
+    tree_folds = proba(np.roll(y_test, 9))  # the tree's fold fits rank the test firms otherwise than its refit
     runs = [{"model": "XGBoost [quantile scaling]", "protocol": "matched", "split": 7, "seed": 7,
              "proba": tree_test.tolist(), "y": y_test.tolist()}]
     for seed in seeds:
         test = proba(y_test)
-        held = {"y": y, "fold": fold, "proba": proba(y), "test": test, "cross_fit": proba(np.roll(y_test, 5)), "tree": tree, "tree_test": tree_test}
+        held = {"y": y, "fold": fold, "proba": proba(y), "test": test, "cross_fit": proba(np.roll(y_test, 5)), "tree": tree,
+                "tree_test": tree_test, "tree_fold_test": tree_folds}
         check = {"fitted": [0.0, 4.0, 4.0], "fold_shifts": [], "nested_none": 0.0, "nested_shift": 0.0}
         run = {"model": "EMDLOT v [quantile scaling]", "protocol": "matched", "split": 7, "seed": seed, "proba": test.tolist(),
                "y": y_test.tolist(), "variant": "v", "tag": " [quantile scaling]", "prior_shift": [0.0, 0.0, 0.0],
@@ -171,3 +173,45 @@ def test_the_shift_as_a_decision_rule_takes_the_class_from_the_shifted_row_and_t
     rows = {rule: direct[name.format(rule)]["runs"][0] for rule in ("shift", "no shift", "shift as decision")}
     assert rows["shift as decision"]["recall"] == rows["shift"]["recall"] > rows["no shift"]["recall"]
     assert rows["shift as decision"]["average_precision"] == rows["no shift"]["average_precision"] != rows["shift"]["average_precision"]
+
+
+def test_round_24_rows_blend_the_trees_fold_fits_and_score_that_tree_with_the_yardsticks_shift(tmp_path, monkeypatch):
+    """The fold models' hybrid with the tree's fold fits in place of its refit (the same fitted weight and shift), and
+    that tree alone with its own checked shift from the same held-out folds; stored predictions without the tree's
+    fold fits (rounds before 24) give no such rows."""
+    from emdlot.evaluation.metrics import classification_metrics
+    from emdlot.training.blend import fit_blend
+    from emdlot.training.calibration import apply_prior_shift, check_prior_shift
+
+    monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0, 6.0]))
+    runs = _shift_runs([86, 127])
+    direct = quality.summarise_runs(runs)["matched"]
+    held = next(r["held_out"] for r in runs if "held_out" in r)
+    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
+    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
+    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
+    y_test = np.asarray(runs[0]["y"])
+    tag = " [quantile scaling]"
+    tree_shift = check_prior_shift(held["y"], held["tree"], held["fold"], grid=quality.SHIFT_GRID).shift
+    expected = {
+        f"hybrid: EMDLOT v + XGBoost (equal weights, shift, fold models, tree fold models) (seed average){tag}":
+            equal.apply(cross_fit, held["tree_fold_test"]),
+        f"XGBoost (fold models){tag}": held["tree_fold_test"],
+        f"XGBoost (fold models, prior shift){tag}": apply_prior_shift(held["tree_fold_test"], tree_shift),
+    }
+    for name, proba in expected.items():
+        row = direct[name]["runs"]
+        assert len(row) == 1, name  # one row per split, not one per seed
+        metrics = classification_metrics(y_test, proba).as_dict()
+        assert {k: row[0][k] for k in metrics} == pytest.approx(metrics), name
+    assert direct[f"XGBoost (fold models, prior shift){tag}"]["runs"][0]["prior_shift"] == tree_shift.tolist()
+    assert max(tree_shift) > 0  # the shift is not a no-op here, so the shifted row is checked against something
+    product = direct[f"hybrid: EMDLOT v + XGBoost (equal weights, shift, fold models) (seed average){tag}"]["runs"][0]
+    assert product["auc"] != direct[next(iter(expected))]["runs"][0]["auc"]  # the tree's fold fits change the ranking
+
+    for run in runs:
+        run.get("held_out", {}).pop("tree_fold_test", None)
+    quality.save_predictions(runs, str(tmp_path / "old.npz"))
+    older = quality.summarise_runs(quality.load_predictions(str(tmp_path / "old.npz")))["matched"]
+    assert not [m for m in older if "tree fold models" in m or m.startswith("XGBoost (fold models")]
+    assert f"hybrid: EMDLOT v + XGBoost (equal weights, shift, fold models) (seed average){tag}" in older

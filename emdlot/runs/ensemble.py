@@ -27,7 +27,7 @@ import numpy as np
 from emdlot.data.arrays import SequenceArrays
 from emdlot.schema import CLASSES
 from emdlot.runs.single import RunResult, held_out_labels
-from emdlot.training.baselines import TREE_BASELINES, fit_model, held_out_proba, predict_proba
+from emdlot.training.baselines import TREE_BASELINES, fit_model, held_out_fits, predict_proba
 from emdlot.training.blend import Blend, fit_blend
 from emdlot.training.calibration import ShiftCheck, apply_prior_shift, ensemble_prior_shift
 from emdlot.training.config import EMDLOTConfig
@@ -46,17 +46,18 @@ def unshifted_test_proba(run: RunResult) -> np.ndarray:
     return run.test_proba if shift is None else apply_prior_shift(run.test_proba, -np.asarray(shift))
 
 
-def fit_tree(parts: dict[str, SequenceArrays], folds: int, seed: int) -> tuple[np.ndarray, Any]:
+def fit_tree(parts: dict[str, SequenceArrays], folds: int, seed: int) -> tuple[np.ndarray, Any, list]:
     """The hybrid's XGBoost: its predictions of each fold's held-out firms from its fit on that fold's training firms,
-    and its fit on "train_val". It refuses training parts that are not SMOTE'd 1:1:1 (a class-weighted run's own)."""
+    its fit on "train_val", and the fold fits. It refuses training parts that are not SMOTE'd 1:1:1 (a class-weighted
+    run's own)."""
     factory, view = TREE_BASELINES[TREE]
     for name in [f"cv{i}_train" for i in range(1, folds + 1)] + ["train_val"]:
         counts = np.bincount(parts[name].y, minlength=len(CLASSES))
         if len(set(counts.tolist())) > 1:
             raise ValueError(f"the hybrid's tree learns from SMOTE'd firms, as the comparison's trees do; {name} has "
                              f"{dict(zip(CLASSES, counts.tolist()))} (pass assemble_for(..., balance=True)'s parts)")
-    held_out = held_out_proba(factory, view, [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, folds + 1)], seed)
-    return held_out, fit_model(factory, view, parts["train_val"], seed)
+    held_out, fold_trees = held_out_fits(factory, view, [(parts[f"cv{i}_train"], parts[f"cv{i}_val"]) for i in range(1, folds + 1)], seed)
+    return held_out, fit_model(factory, view, parts["train_val"], seed), fold_trees
 
 
 @dataclass
@@ -85,7 +86,7 @@ class Ensemble:
         tree_parts = parts if tree_parts is None else tree_parts
         if not all(np.array_equal(tree_parts[f"cv{i}_val"].firm_id, parts[f"cv{i}_val"].firm_id) for i in range(1, folds + 1)):
             raise ValueError("the hybrid's tree must be scored on the members' held-out folds: tree_parts' folds hold other firms")
-        tree_held_out, tree = fit_tree(tree_parts, folds, seed)
+        tree_held_out, tree, _ = fit_tree(tree_parts, folds, seed)
         return cls(rule, fit_blend(y, fold, np.mean(held_out, axis=0), tree_held_out, config.train.score_weights,
                                    config.train.ensemble_weight), tree)
 

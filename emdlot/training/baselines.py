@@ -164,7 +164,14 @@ def predict_proba(model, view: View, arrays: SequenceArrays) -> np.ndarray:
     return proba
 
 
-def held_out_proba(factory: Callable, view: View, folds: list[tuple[SequenceArrays, SequenceArrays]], seed: int) -> np.ndarray:
+def held_out_fits(factory: Callable, view: View, folds: list[tuple[SequenceArrays, SequenceArrays]],
+                  seed: int) -> tuple[np.ndarray, list]:
     """The model's predictions for each fold's held-out firms from its fit on that fold's training firms, fold after
-    fold (the order of `calibration.fold_labels`)."""
-    return np.concatenate([fit_predict(factory, view, fold_train, fold_val, seed) for fold_train, fold_val in folds])
+    fold (the order of `calibration.fold_labels`), and those fits."""
+    models = [fit_model(factory, view, fold_train, seed) for fold_train, _ in folds]
+    return np.concatenate([predict_proba(m, view, fold_val) for m, (_, fold_val) in zip(models, folds)]), models
+
+
+def held_out_proba(factory: Callable, view: View, folds: list[tuple[SequenceArrays, SequenceArrays]], seed: int) -> np.ndarray:
+    """`held_out_fits`' predictions alone."""
+    return held_out_fits(factory, view, folds, seed)[0]
