@@ -80,6 +80,21 @@ def _shift_runs(seeds, n_test=30) -> list[dict]:
     return runs
 
 
+def _fold_hybrid_inputs():
+    """Two seeds' shift runs summarised (at the current SHIFT_GRID), with what a fold-model hybrid row is built from:
+    the runs, the table, one run's held-out dict, the fold models' mean test prediction, the equal-weight blend fitted
+    on the seeds' mean held-out prediction, and the test labels."""
+    from emdlot.training.blend import fit_blend
+
+    runs = _shift_runs([86, 127])
+    direct = quality.summarise_runs(runs)["matched"]
+    held = next(r["held_out"] for r in runs if "held_out" in r)
+    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
+    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
+    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
+    return runs, direct, held, cross_fit, equal, np.asarray(runs[0]["y"])
+
+
 def test_stored_predictions_summarise_as_the_runs_did_and_the_wide_grid_reaches_past_the_edge(tmp_path, monkeypatch):
     # The grids cut to their ends (and the wide one's 6): a full search costs minutes here, and only the edge matters.
     monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0]))
@@ -135,7 +150,7 @@ def test_the_shift_as_a_decision_rule_takes_the_class_from_the_shifted_row_and_t
     """Round 22's rows: recall, F1 and validity from the shifted prediction's classes, mAP and AUC from the unshifted
     probabilities, for the fold models' hybrid and for each tree on the training + validation firms."""
     from emdlot.evaluation.metrics import classification_metrics
-    from emdlot.training.blend import blend, fit_blend
+    from emdlot.training.blend import blend
 
     monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0]))
     rng = np.random.default_rng(3)
@@ -157,13 +172,7 @@ def test_the_shift_as_a_decision_rule_takes_the_class_from_the_shifted_row_and_t
         assert decided["auc"] != table[f"{name} (train + val, prior shift){tag}"]["runs"][0]["auc"]
 
     monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0, 6.0]))  # a shift that names minority firms here
-    runs = _shift_runs([86, 127])
-    direct = quality.summarise_runs(runs)["matched"]
-    held = next(r["held_out"] for r in runs if "held_out" in r)
-    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
-    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
-    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
-    y_test = np.asarray(runs[0]["y"])
+    runs, direct, held, cross_fit, equal, y_test = _fold_hybrid_inputs()
     name = "hybrid: EMDLOT v + XGBoost (equal weights, {}, fold models) (seed average) [quantile scaling]"
     unshifted = blend(cross_fit, held["tree_test"], 0.5)
     for rule, expected in (("no shift", classification_metrics(y_test, unshifted)),
@@ -180,17 +189,10 @@ def test_round_24_rows_blend_the_trees_fold_fits_and_score_that_tree_with_the_ya
     that tree alone with its own checked shift from the same held-out folds; stored predictions without the tree's
     fold fits (rounds before 24) give no such rows."""
     from emdlot.evaluation.metrics import classification_metrics
-    from emdlot.training.blend import fit_blend
     from emdlot.training.calibration import apply_prior_shift, check_prior_shift
 
     monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0, 6.0]))
-    runs = _shift_runs([86, 127])
-    direct = quality.summarise_runs(runs)["matched"]
-    held = next(r["held_out"] for r in runs if "held_out" in r)
-    cross_fit = np.mean([r["held_out"]["cross_fit"] for r in runs if "held_out" in r], axis=0)
-    members = np.mean([r["held_out"]["proba"] for r in runs if "held_out" in r], axis=0)
-    equal = fit_blend(held["y"], held["fold"], members, held["tree"], weight=0.5, grid=quality.SHIFT_GRID)
-    y_test = np.asarray(runs[0]["y"])
+    runs, direct, held, cross_fit, equal, y_test = _fold_hybrid_inputs()
     tag = " [quantile scaling]"
     tree_shift = check_prior_shift(held["y"], held["tree"], held["fold"], grid=quality.SHIFT_GRID).shift
     expected = {
