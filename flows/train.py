@@ -2,8 +2,8 @@
 two shortcut models, on repeated stratified splits; Tables 6 to 8 with intervals; the best EMDLOT registered.
 
     python flows/train.py --input DIR [--splits K] [--config best_config.yaml] [--embed | --text-features FILE]
-        [--data DATASET] [--seeds 10] [--max-seeds 20] [--baselines all|none|NAME,...] [--no-ablations]
-        [--max-concurrent K] [--package seed_average|best] [--gpu] [--out OUT] [--tracking-uri URI]
+        [--data DATASET] [--seeds 10] [--max-seeds 20] [--baselines all|none|NAME,...]
+        [--ablations all|none|ABL1,...] [--max-concurrent K] [--package seed_average|best] [--gpu] [--out OUT] [--tracking-uri URI]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python flows/train.py --input /abs/DIR ...
 
 Each split is `emdlot prepare` of the same input folder with its own seed (86, 127, 71, ... from the paper's
@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=10, help="seeds per model of the unselected table (the paper's first N)")
     p.add_argument("--max-seeds", type=int, default=20, help="most seeds a model may draw to reach --seeds valid runs")
     p.add_argument("--baselines", default="all", help="all, none, or comma-separated names of: " + ", ".join(BASELINES))
-    p.add_argument("--no-ablations", action="store_true", help="skip ABL1-ABL3")
+    p.add_argument("--ablations", default="all", help="all, none, or comma-separated names of: " + ", ".join(ABLATIONS))
+    p.add_argument("--no-ablations", action="store_true", help="the same as --ablations none")
     p.add_argument("--no-register", action="store_true", help="log the EMDLOT package without registering it")
     p.add_argument("--package", choices=["seed_average", "best"], default="seed_average",
                    help="package the best-on-validation split's first --seeds seeds as one ensemble, or its best run alone")
@@ -90,13 +91,19 @@ def check_args(args: argparse.Namespace):
         raise ConfigError("--seeds must be at least 1 and at most --max-seeds")
     check_at_least([("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0),
                     ("--n-boot", args.n_boot, 10)])
-    names = [] if args.baselines == "none" else list(BASELINES) if args.baselines == "all" else [n.strip() for n in args.baselines.split(",")]
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown:
-        raise ConfigError(f"--baselines: unknown {unknown}; choose from {list(BASELINES)}")
-    settings = ProtocolSettings(n_valid=args.seeds, max_seeds=args.max_seeds, seeds=args.seeds, baselines=tuple(names),
-                                ablations=() if args.no_ablations else ABLATIONS)
+    ablations = _chosen("--ablations", "none" if args.no_ablations else args.ablations, ABLATIONS)
+    settings = ProtocolSettings(n_valid=args.seeds, max_seeds=args.max_seeds, seeds=args.seeds,
+                                baselines=_chosen("--baselines", args.baselines, BASELINES), ablations=ablations)
     return settings, with_variant(load_emdlot_config(args.config), args.variant), load_config(PrepareConfig, args.prepare_config)
+
+
+def _chosen(option: str, value: str, known) -> tuple[str, ...]:
+    """`all`, `none` or comma-separated names of `known`, in the order given."""
+    names = [] if value == "none" else list(known) if value == "all" else [n.strip() for n in value.split(",")]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"{option}: unknown {unknown}; choose from {list(known)}")
+    return tuple(names)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,7 @@ def test_a_round_with_two_recipes_on_the_same_splits_and_seeds_is_read_one_recip
     assert one["average_precision"] == first.average_precision != expected.average_precision
 
 
+@pytest.mark.long  # a benchmark script's test (10 s or more): `pytest -m long` runs it
 def test_a_second_tree_is_read_only_where_its_refitted_xgboost_is_the_stored_tree(monkeypatch):
     monkeypatch.setattr(decisions, "GRID", np.arange(-1.0, 1.5, 1.0))
     rng = np.random.default_rng(2)

@@ -33,6 +33,7 @@ def coarse_grid(monkeypatch):
     monkeypatch.setattr(decisions, "GRID", np.arange(-2.0, 2.5, 1.0))  # the full grid's search is slow and beside the point
 
 
+@pytest.mark.long  # a benchmark script's test (10 s or more): `pytest -m long` runs it
 def test_the_stored_recipe_against_itself_differs_by_nothing_and_a_surer_minority_gains_recall():
     runs = stored_runs()
     variant, stored = training.stored_recipe(runs, [86])

@@ -95,6 +95,7 @@ def _fold_hybrid_inputs():
     return runs, direct, held, cross_fit, equal, np.asarray(runs[0]["y"])
 
 
+@pytest.mark.long  # a benchmark script's test (10 s or more): `pytest -m long` runs it
 def test_stored_predictions_summarise_as_the_runs_did_and_the_wide_grid_reaches_past_the_edge(tmp_path, monkeypatch):
     # The grids cut to their ends (and the wide one's 6): a full search costs minutes here, and only the edge matters.
     monkeypatch.setattr(quality, "SHIFT_GRID", np.array([-4.0, 0.0, 4.0]))
@@ -184,6 +185,7 @@ def test_the_shift_as_a_decision_rule_takes_the_class_from_the_shifted_row_and_t
     assert rows["shift as decision"]["average_precision"] == rows["no shift"]["average_precision"] != rows["shift"]["average_precision"]
 
 
+@pytest.mark.long  # a benchmark script's test (10 s or more): `pytest -m long` runs it
 def test_round_24_rows_blend_the_trees_fold_fits_and_score_that_tree_with_the_yardsticks_shift(tmp_path, monkeypatch):
     """The fold models' hybrid with the tree's fold fits in place of its refit (the same fitted weight and shift), and
     that tree alone with its own checked shift from the same held-out folds; stored predictions without the tree's

@@ -95,28 +95,29 @@ def test_a_train_worker_killed_mid_run_resumes_from_its_checkpoint_and_ends_as_i
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One small protocol run: one split, two seeds, every model, text off."""
+    """One small protocol run: one split, two seeds, every baseline and shortcut, one ablation, text off."""
     root = tmp_path_factory.mktemp("train_flow")
     write_dataset(generate(SynthConfig(firms=240, seed=5, distressed_rate=0.25)), root / "in")
     (root / "tiny.yaml").write_text("model: {hidden_size: 16, feature_embed_size: 8, num_clusters: 3}\n"
                                     "train: {batch_size: 32, max_epochs: 4, patience: 3, warmup_epochs: 1, "
                                     "identifier_epochs: 2, kmeans_n_init: 2, progress: false}\n")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    # --max-seeds 2: no further seed after an invalid run (each Ray Train run costs about 14 s of CI); the long hybrid
-    # test below draws them.
+    # --max-seeds 2: no further seed after an invalid run, and one ablation of the three (each Ray Train run costs about
+    # 14 s of CI; the others differ only in the model's switches, tested in test_model.py); the long hybrid test below
+    # draws further seeds.
     args = ["--input", str(root / "in"), "--config", str(root / "tiny.yaml"), "--seeds", "2", "--max-seeds", "2",
-            "--out", str(root / "out"), "--tracking-uri", uri, "--num-cpus", "2", "--n-boot", "50"]
+            "--ablations", "ABL2", "--out", str(root / "out"), "--tracking-uri", uri, "--num-cpus", "2", "--n-boot", "50"]
     assert flow.main(args) == 0
     ray.shutdown()
     return root, uri
 
 
 @pytest.mark.slow
-def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_ablation(trained):
+def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_the_chosen_ablation(trained):
     root, _ = trained
     tables = root / "out" / "tables"
     t6 = pd.read_csv(tables / "table6_paper.csv")
-    expected = ["EMDLOT", "ABL1", "ABL2", "ABL3", *flow.BASELINES, "shortcut: sequence length",
+    expected = ["EMDLOT", "ABL2", *flow.BASELINES, "shortcut: sequence length",
                 "shortcut: when it ends (last quarter's macro)"]
     assert sorted(t6["model"]) == sorted(expected)
     unselected = pd.read_csv(tables / "table6_unselected.csv").set_index("model")
@@ -130,11 +131,11 @@ def test_the_flow_writes_tables_6_to_8_with_every_model_shortcut_and_ablation(tr
     ranked = t7.dropna(subset=["avg_rank"])
     assert not ranked["kind"].eq("shortcut").any() and ranked["avg_rank"].is_monotonic_increasing
     t8 = pd.read_csv(tables / "table8_paper.csv")
-    assert list(t8["model"]) == ["ABL1", "ABL2", "ABL3", "EMDLOT"]
+    assert list(t8["model"]) == ["ABL2", "EMDLOT"]  # --ablations ABL2: the others not run
     md = (tables / "table6_paper.md").read_text()
     assert "shortcut: sequence length" in md and ("no leak seen" in md or "leaks" in md)
     averaged = pd.read_csv(tables / "table6_seed_average.csv").set_index("model")
-    assert sorted(averaged.index) == sorted(f"{m} (seed average)" for m in ["EMDLOT", "ABL1", "ABL2", "ABL3"])
+    assert sorted(averaged.index) == sorted(f"{m} (seed average)" for m in ["EMDLOT", "ABL2"])
     assert (averaged["runs"] == 1).all()  # one ensemble per split
     for name in ("table6_paper.png", "table7_paper.png", "table8_paper.png", "confusion.png", "per_class_recall.png",
                  "table6_seed_average.png"):
@@ -249,6 +250,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert flow.main(["--input", str(tmp_path / "in"), "--baselines", "SVM,Prophet"]) == 2
     err = capsys.readouterr().err
     assert "unknown ['Prophet']" in err and err.count("\n") == 1
+    assert flow.main(["--input", str(tmp_path / "in"), "--ablations", "ABL2,ABL9"]) == 2
+    err = capsys.readouterr().err
+    assert "--ablations: unknown ['ABL9']" in err and err.count("\n") == 1
     assert flow.main(["--input", str(tmp_path / "in"), "--splits", "3", "--text-features", str(tmp_path / "t.parquet")]) == 2
     assert "--embed" in capsys.readouterr().err
 
