@@ -19,14 +19,14 @@ from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
 from emdlot.training.calibration import check_prior_shift, fold_labels
 from emdlot.training.config import EMDLOTConfig
-from emdlot.training.loop import FitResult, fit, interpret, predict_proba
+from emdlot.training.loop import FitResult, HasMembers, fit, interpret, predict_proba
 from emdlot.training.state import EpochRecord, FitState, History
 
 RUN_STATE_FILE = "run_state.json"
 
 
 @dataclass
-class RunResult:
+class RunResult(HasMembers):
     config: EMDLOTConfig
     seed: int
     model: EMDLOT | None  # None: a tuning trial's cross-validated epoch count, not refitted, or fold models predict
@@ -39,11 +39,6 @@ class RunResult:
     test_interpretation: Interpretation | None = None
     test_cross_fit_proba: np.ndarray | None = None  # (N_test, 3): the fold models' mean, unshifted (epoch_folds only)
     fold_models: list[EMDLOT] = field(default_factory=list)  # train.predict_with "folds": the run's models (FitResult)
-
-    @property
-    def members(self) -> list[EMDLOT]:
-        """The models whose mean probability is the run's prediction: its fold models, or its one model."""
-        return self.fold_models or [self.model]
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for a log line or an MLflow run."""

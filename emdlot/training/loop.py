@@ -28,8 +28,20 @@ from emdlot.training.init import initialise_clusters
 from emdlot.training.state import EpochRecord, FitState, History
 
 
+class HasMembers:
+    """A fitted run's models: `model` (its one model, or None) and `fold_models` (those that predict instead)."""
+
+    model: EMDLOT | None
+    fold_models: list[EMDLOT]
+
+    @property
+    def members(self) -> list[EMDLOT]:
+        """The models whose mean probability is the run's prediction: its fold models, or its one model."""
+        return self.fold_models or [self.model]
+
+
 @dataclass
-class FitResult:
+class FitResult(HasMembers):
     model: EMDLOT | None  # None: no model kept (a tuning trial with folds) or the fold models predict (`fold_models`)
     history: History
     # Per epoch run in this process, the validation firms' class probabilities (out-of-fold predictions
@@ -41,11 +53,6 @@ class FitResult:
     cross_fit: np.ndarray | None = None
     # A run that predicts with its fold models (train.predict_with "folds"): each at the chosen epoch, with the run's shift.
     fold_models: list[EMDLOT] = field(default_factory=list)
-
-    @property
-    def members(self) -> list[EMDLOT]:
-        """The models whose mean probability is the run's prediction: its fold models, or its one model."""
-        return self.fold_models or [self.model]
 
 
 @contextmanager
