@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-seeds", type=int, default=20, help="most seeds a model may draw to reach --seeds valid runs")
     p.add_argument("--baselines", default="all", help="all, none, or comma-separated names of: " + ", ".join(BASELINES))
     p.add_argument("--ablations", default="all", help="all, none, or comma-separated names of: " + ", ".join(ABLATIONS))
-    p.add_argument("--no-ablations", action="store_true", help="the same as --ablations none")
+    p.add_argument("--no-ablations", dest="ablations", action="store_const", const="none", help="the same as --ablations none")
     p.add_argument("--no-register", action="store_true", help="log the EMDLOT package without registering it")
     p.add_argument("--package", choices=["seed_average", "best"], default="seed_average",
                    help="package the best-on-validation split's first --seeds seeds as one ensemble, or its best run alone")
@@ -91,9 +91,9 @@ def check_args(args: argparse.Namespace):
         raise ConfigError("--seeds must be at least 1 and at most --max-seeds")
     check_at_least([("--max-concurrent", args.max_concurrent, 1), ("--max-failures", args.max_failures, 0),
                     ("--n-boot", args.n_boot, 10)])
-    ablations = _chosen("--ablations", "none" if args.no_ablations else args.ablations, ABLATIONS)
     settings = ProtocolSettings(n_valid=args.seeds, max_seeds=args.max_seeds, seeds=args.seeds,
-                                baselines=_chosen("--baselines", args.baselines, BASELINES), ablations=ablations)
+                                baselines=_chosen("--baselines", args.baselines, BASELINES),
+                                ablations=_chosen("--ablations", args.ablations, ABLATIONS))
     return settings, with_variant(load_emdlot_config(args.config), args.variant), load_config(PrepareConfig, args.prepare_config)
 
 
