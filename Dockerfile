@@ -38,6 +38,8 @@ COPY benchmarks benchmarks
 RUN pip install --no-deps ".${EXTRAS:+[$EXTRAS]}" && chown -R ray:ray /home/ray
 
 USER ray
+# The T-LSTM's C++ step loops (emdlot/model/native.py), built into the image so that no node builds them at run time.
+RUN python -c "from emdlot.model import native; assert native.tlstm_steps() is not None"
 # Model weights are mounted or downloaded into this cache; nothing is fetched at build time.
 ENV HF_HOME=/home/ray/.cache/huggingface
 ENTRYPOINT ["/usr/bin/tini", "--"]

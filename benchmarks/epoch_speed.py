@@ -4,7 +4,7 @@ One epoch exactly as `fit` runs it (batches of 8 SMOTE'd training firms: forward
 backward, fused AdamW; then the validation score), after the CAMELOT initialisation with its warm-up cut
 to nothing (warm-up epochs cost the same as these). The epoch's mean training loss is recorded too, so
 two code versions can be checked for the same numbers: run this file with PYTHONPATH pointing at another
-checkout (and --label) to time that one. Writes benchmarks/results/epoch_speed.json (or --out).
+checkout (and --label) to time that one; EMDLOT_NATIVE_TLSTM=off times the T-LSTM's Python step loops. Writes benchmarks/results/epoch_speed.json (or --out).
 Run: .venv/bin/python benchmarks/epoch_speed.py [--dataset DIR] [--label NAME]
 """
 from __future__ import annotations
@@ -33,10 +33,19 @@ def time_epoch(parts, decay: str | None, threads: int) -> dict:
     started = time.perf_counter()
     history = fit(parts["train"], parts["val"], config, seed=86).history
     epoch = history.epochs[0]
-    return {"decay": decay or "baytas (the only decay before it was a setting)", "threads": threads,
+    return {"decay": decay or "baytas (the only decay before it was a setting)", "threads": threads, "step_loops": step_loops(),
             "epoch_s": round(epoch.seconds, 1), "steps": -(-len(parts["train"]) // config.train.batch_size),
             "ms_per_step": round(1000 * epoch.seconds / -(-len(parts["train"]) // config.train.batch_size), 1),
             "train_loss": epoch.train_loss, "val_score": epoch.val_score, "fit_s": round(time.perf_counter() - started, 1)}
+
+
+def step_loops() -> str:
+    """Which T-LSTM step loops ran: C++ (emdlot.model.native, EMDLOT_NATIVE_TLSTM) or Python (older checkouts too)."""
+    try:
+        from emdlot.model import native
+    except ImportError:
+        return "Python"
+    return "C++" if native.tlstm_steps() is not None else "Python"
 
 
 def main() -> None:

@@ -1,5 +1,7 @@
 """The T-LSTM layer (both decays) against a step-by-step reference, against nn.LSTM, and its padding/decay behaviour."""
 import math
+import os
+import time
 
 import pytest
 import torch
@@ -236,3 +238,88 @@ def test_each_row_is_computed_as_if_it_were_alone(decay):
         h1.sum().add(m1.square().sum()).backward()
     for got, want in zip(batch_grads, (p.grad for p in layer.parameters())):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+# The C++ step loops (emdlot.model.native) against the Python ones: the same numbers, bit for bit.
+
+def run_layer(decay, x, delta_t, mask, weights=None):
+    """Outputs and every gradient of one layer (seeded weights) on these inputs, under the current loops."""
+    torch.manual_seed(3)
+    layer = TLSTM(x.shape[2], 24, decay=decay)
+    x = x.clone().requires_grad_(True)
+    hidden, memory = layer(x, delta_t, mask)
+    (hidden.pow(2).sum() + memory.sin().sum()).backward()
+    return [hidden, memory, x.grad] + [p.grad for p in layer.parameters()]
+
+
+def batch_of_eight(seed=0):
+    """A batch like training's: pre-padded rows of different lengths, one all-padding row, holes in the middle."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 11, 5, generator=gen)
+    delta_t = torch.rand(8, 11, generator=gen) * 9.0
+    mask = torch.ones(8, 11, dtype=torch.bool)
+    for row, lead in enumerate((0, 3, 1, 6, 2, 9, 0, 11)):
+        mask[row, :lead] = False
+    mask[0, 4] = mask[2, 9] = mask[6, 10] = False
+    return x, delta_t, mask
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_native_step_loops_give_the_python_loops_numbers_bit_for_bit(decay, monkeypatch):
+    from emdlot.model import native
+
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require" if os.environ.get("EMDLOT_NATIVE_TLSTM") == "require" else "auto")
+    if native.tlstm_steps() is None:
+        pytest.skip("the C++ step loops could not be built here (no C++ compiler)")
+    x, delta_t, mask = batch_of_eight()
+    fast = run_layer(decay, x, delta_t, mask)
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "off")
+    slow = run_layer(decay, x, delta_t, mask)
+    for a, b in zip(fast, slow, strict=True):
+        assert torch.equal(a, b)
+    assert fast[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in fast[2:])
+
+
+def test_native_mode_off_runs_python_loops_and_a_failed_build_warns_once_or_fails_under_require(monkeypatch):
+    from emdlot.model import native, tlstm
+
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "off")
+    assert tlstm.step_loops().forward_steps is tlstm._forward_steps
+    monkeypatch.setattr(native, "_build", lambda: (None, RuntimeError("c++: command not found")))
+    native._warn_once.cache_clear()
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "auto")
+    x, delta_t, mask = batch_of_eight(seed=1)
+    with pytest.warns(RuntimeWarning, match="could not be built .*command not found"):
+        reference = run_layer("learned", x, delta_t, mask)
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "off")
+    for a, b in zip(reference, run_layer("learned", x, delta_t, mask), strict=True):
+        assert torch.equal(a, b)
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require")
+    with pytest.raises(RuntimeError, match="require.*command not found"):
+        run_layer("learned", x, delta_t, mask)
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "fast")
+    with pytest.raises(ValueError, match="EMDLOT_NATIVE_TLSTM='fast'"):
+        run_layer("learned", x, delta_t, mask)
+
+
+def test_native_build_removes_a_stale_lock_and_keeps_a_live_one(tmp_path, monkeypatch):
+    """torch's loader waits for its lock file to go: one left by a killed build must not hang every later process."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    from emdlot.model import native
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    loaded = []
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: loaded.append(kwargs["name"]) or "module")
+    lock = native.build_directory(tmp_path, torch.__version__) / "lock"
+    lock.parent.mkdir()
+    for age, kept in ((native.STALE_LOCK_S + 60, False), (5, True)):
+        lock.touch()
+        os.utime(lock, (time.time() - age,) * 2)
+        native._build.cache_clear()
+        try:
+            assert native._build() == ("module", None)
+        finally:
+            native._build.cache_clear()
+        assert lock.exists() == kept
+    assert loaded == [native.NAME, native.NAME]

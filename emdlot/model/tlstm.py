@@ -24,16 +24,21 @@ ordered by the step at which their sequence starts, so step t only computes the 
 started (a firm with 18 of 39 quarters costs 18 steps, not 39): with pre-padded sequences about
 half the work of a full batch is skipped, exactly, since a row that has not started keeps its
 zero state; the weight gradients' products read the started rows alone, for the same reason.
-benchmarks/tlstm_speed.py measures it against torch.nn.LSTM.
+The step loops run in C++ where a compiler could build them (emdlot.model.native): the same ATen calls,
+bit for bit the same numbers, without the interpreter's cost per step. benchmarks/tlstm_speed.py measures
+the layer against torch.nn.LSTM, benchmarks/epoch_speed.py a training epoch.
 """
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Literal
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from emdlot.model import native
 
 Decay = Literal["learned", "baytas"]
 
@@ -55,10 +60,98 @@ def _started_rows(keep: torch.Tensor) -> list[int]:
     return started.tolist()
 
 
+def _observed_steps(keep: torch.Tensor, active: list[int]) -> list[bool]:
+    """Per step, whether every started row is observed there (no row carries its state through a gap)."""
+    started = torch.arange(keep.shape[1], device=keep.device)[None, :] < torch.tensor(active, device=keep.device)[:, None]
+    return (keep[:, :, 0] | ~started).all(dim=1).tolist()
+
+
 def _started_index(active: list[int], batch: int, device: torch.device) -> torch.Tensor:
     """Flat positions t * batch + r of the rows that have started at each step (r < active[t])."""
     started = torch.arange(batch)[None, :] < torch.tensor(active)[:, None]  # (T, B)
     return torch.arange(len(active) * batch).view(len(active), batch)[started].to(device)
+
+
+def _forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, full, adjusted, tanh_memory, hidden, memory) -> None:
+    """The forward recurrence, in place: `gates` (T, B, 4H) arrives holding the input projections and leaves holding
+    the gate activations; `short` (baytas) arrives holding b_d and leaves holding C_S; C*, tanh(C_t), h_t and C_t
+    are written into `adjusted`, `tanh_memory`, `hidden` and `memory`. `full[t]`: every started row is observed at
+    step t (only emdlot.model.native's loop reads it). The reference for the C++ loop of the same name."""
+    steps, batch, size = hidden.shape
+    baytas = weight_short is not None
+    h = hidden.new_zeros(batch, size)
+    c = hidden.new_zeros(batch, size)
+    for t in range(steps):
+        n = active[t]
+        if n == 0:  # no row has started: every state is still the zero initial state
+            continue
+        hn, cn = h[:n], c[:n]
+        a = gates[t, :n]
+        if t > 0:  # the initial state is zero: step 0 needs no recurrent products
+            a.addmm_(hn, weight_hh.t())
+        if baytas:
+            if t > 0:
+                short[t, :n].addmm_(cn, weight_short.t())
+            s = short[t, :n].tanh_()
+            c_adj = torch.addcmul(cn, retain[t, :n], s, out=adjusted[t, :n])
+        else:
+            c_adj = torch.mul(retain[t, :n], cn, out=adjusted[t, :n])
+        a[:, : 2 * size].sigmoid_()
+        a[:, 2 * size : 3 * size].tanh_()
+        a[:, 3 * size :].sigmoid_()
+        i, f, g, o = a.chunk(4, dim=1)
+        c_new = torch.addcmul(f * c_adj, i, g)
+        h_new = o * torch.tanh(c_new, out=tanh_memory[t, :n])
+        k = keep[t, :n]
+        c = torch.where(k, c_new, cn, out=memory[t, :n])
+        h = torch.where(k, h_new, hn, out=hidden[t, :n])
+        if n < batch:  # rows not started yet: zero state, already zero in `hidden` / `memory`
+            h, c = hidden[t], memory[t]
+
+
+def _backward_steps(grad_hidden, grad_memory, gates, retain, keep_f, carry_f, weight_hh, weight_short, short, adjusted,
+                    tanh_memory, memory, active, full, grad_gates, grad_short, grad_retain) -> None:
+    """The backward recurrence, in place: fills `grad_gates` (d loss / d gate pre-activations; 0 where a row has
+    not started), `grad_short` (baytas: d loss / d (W_d C + b_d)) or `grad_retain` (learned: d loss / d gamma).
+    The reference for the C++ loop of the same name."""
+    steps, batch, size = tanh_memory.shape
+    baytas = weight_short is not None
+    dh = gates.new_zeros(batch, size)
+    dc = gates.new_zeros(batch, size)
+    for t in range(steps - 1, -1, -1):
+        if grad_hidden is not None:
+            dh.add_(grad_hidden[t])
+        if grad_memory is not None:
+            dc.add_(grad_memory[t])
+        n = active[t]
+        if n == 0:
+            break  # earlier steps have no started row either
+        k = keep_f[t, :n]
+        dhn, dcn = dh[:n], dc[:n]
+        i, f, g, o = gates[t, :n].chunk(4, dim=1)
+        di, df, dg, do = grad_gates[t, :n].chunk(4, dim=1)
+        dh_new = dhn * k
+        dc_new = _tanh_grad(dh_new * o, tanh_memory[t, :n]).addcmul_(dcn, k)
+        _sigmoid_grad.grad_input(dh_new * tanh_memory[t, :n], o, grad_input=do)
+        _sigmoid_grad.grad_input(dc_new * g, i, grad_input=di)
+        _sigmoid_grad.grad_input(dc_new * adjusted[t, :n], f, grad_input=df)
+        _tanh_grad.grad_input(dc_new * i, g, grad_input=dg)
+        d_adjusted = dc_new.mul_(f)
+        if baytas:
+            _tanh_grad.grad_input(d_adjusted * retain[t, :n], short[t, :n], grad_input=grad_short[t, :n])
+        if t == 0:
+            break  # nothing flows into the fixed zero initial state
+        dhn.mul_(carry_f[t, :n]).addmm_(grad_gates[t, :n], weight_hh)
+        if baytas:
+            dcn.mul_(carry_f[t, :n]).add_(d_adjusted).addmm_(grad_short[t, :n], weight_short)
+        else:
+            torch.mul(d_adjusted, memory[t - 1, :n], out=grad_retain[t, :n])
+            dcn.mul_(carry_f[t, :n]).addcmul_(d_adjusted, retain[t, :n])
+
+
+def step_loops() -> SimpleNamespace:
+    """The step loops the layer runs: the C++ ones where emdlot.model.native could build them, else the above."""
+    return native.tlstm_steps() or SimpleNamespace(forward_steps=_forward_steps, backward_steps=_backward_steps)
 
 
 class _TLSTMFunction(torch.autograd.Function):
@@ -68,6 +161,7 @@ class _TLSTMFunction(torch.autograd.Function):
     "baytas"; keep (T, B, 1) bool; weight_ih (4H, I); bias (4H,); weight_hh (4H, H); and for "baytas"
     weight_short (H, H), bias_short (H,) (None otherwise). Gate order (i, f, g, o) as in
     torch.nn.LSTM. Outputs: hidden states and memory cells (T, B, H), carried through padded steps.
+    The step loops are emdlot.model.native's C++ ones where they could be built, else the Python ones above.
     """
 
     @staticmethod
@@ -76,6 +170,7 @@ class _TLSTMFunction(torch.autograd.Function):
         size = weight_hh.shape[1]
         baytas = weight_short is not None
         active = _started_rows(keep)
+        full = _observed_steps(keep, active)
         # Input projections of every step in one product; the loop adds h W_hh^T in place, so
         # `gates` ends up holding the gate activations the backward pass needs.
         gates = torch.addmm(bias, x.reshape(steps * batch, inputs), weight_ih.t()).view(steps, batch, 4 * size)
@@ -84,37 +179,9 @@ class _TLSTMFunction(torch.autograd.Function):
         tanh_memory = x.new_zeros(steps, batch, size)
         hidden = x.new_zeros(steps, batch, size)
         memory = x.new_zeros(steps, batch, size)
-
-        h = x.new_zeros(batch, size)
-        c = x.new_zeros(batch, size)
-        for t in range(steps):
-            n = active[t]
-            if n == 0:  # no row has started: every state is still the zero initial state
-                continue
-            hn, cn = h[:n], c[:n]
-            a = gates[t, :n]
-            if t > 0:  # the initial state is zero: step 0 needs no recurrent products
-                a.addmm_(hn, weight_hh.t())
-            if baytas:
-                if t > 0:
-                    short[t, :n].addmm_(cn, weight_short.t())
-                s = short[t, :n].tanh_()
-                c_adj = torch.addcmul(cn, retain[t, :n], s, out=adjusted[t, :n])
-            else:
-                c_adj = torch.mul(retain[t, :n], cn, out=adjusted[t, :n])
-            a[:, : 2 * size].sigmoid_()
-            a[:, 2 * size : 3 * size].tanh_()
-            a[:, 3 * size :].sigmoid_()
-            i, f, g, o = a.chunk(4, dim=1)
-            c_new = torch.addcmul(f * c_adj, i, g)
-            h_new = o * torch.tanh(c_new, out=tanh_memory[t, :n])
-            k = keep[t, :n]
-            c = torch.where(k, c_new, cn, out=memory[t, :n])
-            h = torch.where(k, h_new, hn, out=hidden[t, :n])
-            if n < batch:  # rows not started yet: zero state, already zero in `hidden` / `memory`
-                h, c = hidden[t], memory[t]
-
-        ctx.active = active
+        step_loops().forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, full,
+                                   adjusted, tanh_memory, hidden, memory)
+        ctx.active, ctx.full = active, full
         ctx.save_for_backward(x, retain, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory)
         return hidden, memory
 
@@ -125,42 +192,13 @@ class _TLSTMFunction(torch.autograd.Function):
         active = ctx.active
         baytas = weight_short is not None
         steps, batch, size = hidden.shape
-        grad_gates = torch.zeros_like(gates)  # d loss / d gate pre-activations; 0 where a row has not started
-        grad_short = torch.zeros_like(short) if baytas else None  # d loss / d (W_d C + b_d)
-        grad_retain = None if baytas else torch.zeros_like(retain)  # d loss / d gamma
-        dh = hidden.new_zeros(batch, size)
-        dc = hidden.new_zeros(batch, size)
+        grad_gates = torch.zeros_like(gates)
+        grad_short = torch.zeros_like(short) if baytas else None
+        grad_retain = None if baytas else torch.zeros_like(retain)
         keep_f = keep.to(hidden.dtype)
         carry_f = 1.0 - keep_f  # padded steps pass gradients straight through
-        for t in range(steps - 1, -1, -1):
-            if grad_hidden is not None:
-                dh.add_(grad_hidden[t])
-            if grad_memory is not None:
-                dc.add_(grad_memory[t])
-            n = active[t]
-            if n == 0:
-                break  # earlier steps have no started row either
-            k = keep_f[t, :n]
-            dhn, dcn = dh[:n], dc[:n]
-            i, f, g, o = gates[t, :n].chunk(4, dim=1)
-            di, df, dg, do = grad_gates[t, :n].chunk(4, dim=1)
-            dh_new = dhn * k
-            dc_new = _tanh_grad(dh_new * o, tanh_memory[t, :n]).addcmul_(dcn, k)
-            _sigmoid_grad.grad_input(dh_new * tanh_memory[t, :n], o, grad_input=do)
-            _sigmoid_grad.grad_input(dc_new * g, i, grad_input=di)
-            _sigmoid_grad.grad_input(dc_new * adjusted[t, :n], f, grad_input=df)
-            _tanh_grad.grad_input(dc_new * i, g, grad_input=dg)
-            d_adjusted = dc_new.mul_(f)
-            if baytas:
-                _tanh_grad.grad_input(d_adjusted * retain[t, :n], short[t, :n], grad_input=grad_short[t, :n])
-            if t == 0:
-                break  # nothing flows into the fixed zero initial state
-            dhn.mul_(carry_f[t, :n]).addmm_(grad_gates[t, :n], weight_hh)
-            if baytas:
-                dcn.mul_(carry_f[t, :n]).add_(d_adjusted).addmm_(grad_short[t, :n], weight_short)
-            else:
-                torch.mul(d_adjusted, memory[t - 1, :n], out=grad_retain[t, :n])
-                dcn.mul_(carry_f[t, :n]).addcmul_(d_adjusted, retain[t, :n])
+        step_loops().backward_steps(grad_hidden, grad_memory, gates, retain, keep_f, carry_f, weight_hh, weight_short,
+                                    short, adjusted, tanh_memory, memory, active, ctx.full, grad_gates, grad_short, grad_retain)
 
         # Weight gradients: one product over the started rows of all steps (a row that has not started has a
         # zero gradient, so leaving it out changes no sum, and about a third of a batch's rows are such).
