@@ -4,7 +4,8 @@ One epoch exactly as `fit` runs it (batches of 8 SMOTE'd training firms: forward
 backward, fused AdamW; then the validation score), after the CAMELOT initialisation with its warm-up cut
 to nothing (warm-up epochs cost the same as these). The epoch's mean training loss is recorded too, so
 two code versions can be checked for the same numbers: run this file with PYTHONPATH pointing at another
-checkout (and --label) to time that one; EMDLOT_NATIVE_TLSTM=off times the T-LSTM's Python step loops. Writes benchmarks/results/epoch_speed.json (or --out).
+checkout (and --label) to time that one; EMDLOT_NATIVE_TLSTM=off times the T-LSTM's Python step loops.
+Writes benchmarks/results/epoch_speed.json (or --out).
 Run: .venv/bin/python benchmarks/epoch_speed.py [--dataset DIR] [--label NAME]
 """
 from __future__ import annotations

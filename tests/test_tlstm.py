@@ -242,7 +242,7 @@ def test_each_row_is_computed_as_if_it_were_alone(decay):
 
 # The C++ step loops (emdlot.model.native) against the Python ones: the same numbers, bit for bit.
 
-def run_layer(decay, x, delta_t, mask, weights=None):
+def run_layer(decay, x, delta_t, mask):
     """Outputs and every gradient of one layer (seeded weights) on these inputs, under the current loops."""
     torch.manual_seed(3)
     layer = TLSTM(x.shape[2], 24, decay=decay)

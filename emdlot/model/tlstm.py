@@ -60,16 +60,19 @@ def _started_rows(keep: torch.Tensor) -> list[int]:
     return started.tolist()
 
 
+def _started_mask(active: list[int], batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(T, B) bool: row r has started by step t (r < active[t])."""
+    return torch.arange(batch, device=device)[None, :] < torch.tensor(active, device=device)[:, None]
+
+
 def _observed_steps(keep: torch.Tensor, active: list[int]) -> list[bool]:
     """Per step, whether every started row is observed there (no row carries its state through a gap)."""
-    started = torch.arange(keep.shape[1], device=keep.device)[None, :] < torch.tensor(active, device=keep.device)[:, None]
-    return (keep[:, :, 0] | ~started).all(dim=1).tolist()
+    return (keep[:, :, 0] | ~_started_mask(active, keep.shape[1], keep.device)).all(dim=1).tolist()
 
 
 def _started_index(active: list[int], batch: int, device: torch.device) -> torch.Tensor:
     """Flat positions t * batch + r of the rows that have started at each step (r < active[t])."""
-    started = torch.arange(batch)[None, :] < torch.tensor(active)[:, None]  # (T, B)
-    return torch.arange(len(active) * batch).view(len(active), batch)[started].to(device)
+    return torch.arange(len(active) * batch).view(len(active), batch)[_started_mask(active, batch)].to(device)
 
 
 def _forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, full, adjusted, tanh_memory, hidden, memory) -> None:
@@ -149,9 +152,12 @@ def _backward_steps(grad_hidden, grad_memory, gates, retain, keep_f, carry_f, we
             dcn.mul_(carry_f[t, :n]).addcmul_(d_adjusted, retain[t, :n])
 
 
+_PYTHON_LOOPS = SimpleNamespace(forward_steps=_forward_steps, backward_steps=_backward_steps)
+
+
 def step_loops() -> SimpleNamespace:
     """The step loops the layer runs: the C++ ones where emdlot.model.native could build them, else the above."""
-    return native.tlstm_steps() or SimpleNamespace(forward_steps=_forward_steps, backward_steps=_backward_steps)
+    return native.tlstm_steps() or _PYTHON_LOOPS
 
 
 class _TLSTMFunction(torch.autograd.Function):
