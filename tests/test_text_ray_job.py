@@ -136,6 +136,8 @@ def test_ray_job_submit_runs_the_tune_flow_and_records_land_outside_the_job_copy
     assert f"outputs in {home / 'tune' / 'table5'}" in done.stdout
 
 
+@pytest.mark.long  # about 100 s alone, 200 s beside another worker: the tune job above covers `ray job submit`, and
+# tests/test_train_flow.py the train flow with Ray Train and fold models; this one adds the two together
 def test_ray_job_submit_runs_the_train_flow_with_ray_train_on_the_head(ray_head, dataset):
     from emdlot.config import SynthConfig
     from emdlot.synth import generate, write_dataset as write_inputs
