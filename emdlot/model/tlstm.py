@@ -79,7 +79,7 @@ def _forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, 
     """The forward recurrence, in place: `gates` (T, B, 4H) arrives holding the input projections and leaves holding
     the gate activations; `short` (baytas) arrives holding b_d and leaves holding C_S; C*, tanh(C_t), h_t and C_t
     are written into `adjusted`, `tanh_memory`, `hidden` and `memory`. `full[t]`: every started row is observed at
-    step t (only emdlot.model.native's loop reads it). The reference for the C++ loop of the same name."""
+    step t (only emdlot.model.native's loop reads it; None here). The reference for the C++ loop of the same name."""
     steps, batch, size = hidden.shape
     baytas = weight_short is not None
     h = hidden.new_zeros(batch, size)
@@ -176,7 +176,8 @@ class _TLSTMFunction(torch.autograd.Function):
         size = weight_hh.shape[1]
         baytas = weight_short is not None
         active = _started_rows(keep)
-        full = _observed_steps(keep, active)
+        loops = step_loops()  # chosen once, so the backward pass runs the same loops as this forward pass
+        full = None if loops is _PYTHON_LOOPS else _observed_steps(keep, active)  # only the C++ loops read it
         # Input projections of every step in one product; the loop adds h W_hh^T in place, so
         # `gates` ends up holding the gate activations the backward pass needs.
         gates = torch.addmm(bias, x.reshape(steps * batch, inputs), weight_ih.t()).view(steps, batch, 4 * size)
@@ -185,9 +186,9 @@ class _TLSTMFunction(torch.autograd.Function):
         tanh_memory = x.new_zeros(steps, batch, size)
         hidden = x.new_zeros(steps, batch, size)
         memory = x.new_zeros(steps, batch, size)
-        step_loops().forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, full,
-                                   adjusted, tanh_memory, hidden, memory)
-        ctx.active, ctx.full = active, full
+        loops.forward_steps(gates, retain, keep, weight_hh, weight_short, short, active, full,
+                            adjusted, tanh_memory, hidden, memory)
+        ctx.active, ctx.full, ctx.loops = active, full, loops
         ctx.save_for_backward(x, retain, keep, weight_ih, weight_hh, weight_short, hidden, memory, gates, short, adjusted, tanh_memory)
         return hidden, memory
 
@@ -203,8 +204,8 @@ class _TLSTMFunction(torch.autograd.Function):
         grad_retain = None if baytas else torch.zeros_like(retain)
         keep_f = keep.to(hidden.dtype)
         carry_f = 1.0 - keep_f  # padded steps pass gradients straight through
-        step_loops().backward_steps(grad_hidden, grad_memory, gates, retain, keep_f, carry_f, weight_hh, weight_short,
-                                    short, adjusted, tanh_memory, memory, active, ctx.full, grad_gates, grad_short, grad_retain)
+        ctx.loops.backward_steps(grad_hidden, grad_memory, gates, retain, keep_f, carry_f, weight_hh, weight_short,
+                                 short, adjusted, tanh_memory, memory, active, ctx.full, grad_gates, grad_short, grad_retain)
 
         # Weight gradients: one product over the started rows of all steps (a row that has not started has a
         # zero gradient, so leaving it out changes no sum, and about a third of a batch's rows are such).
