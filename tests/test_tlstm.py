@@ -242,10 +242,10 @@ def test_each_row_is_computed_as_if_it_were_alone(decay):
 
 # The C++ step loops (emdlot.model.native) against the Python ones: the same numbers, bit for bit.
 
-def run_layer(decay, x, delta_t, mask):
+def run_layer(decay, x, delta_t, mask, size=24):
     """Outputs and every gradient of one layer (seeded weights) on these inputs, under the current loops."""
     torch.manual_seed(3)
-    layer = TLSTM(x.shape[2], 24, decay=decay)
+    layer = TLSTM(x.shape[2], size, decay=decay)
     x = x.clone().requires_grad_(True)
     hidden, memory = layer(x, delta_t, mask)
     (hidden.pow(2).sum() + memory.sin().sum()).backward()
@@ -278,6 +278,28 @@ def test_native_step_loops_give_the_python_loops_numbers_bit_for_bit(decay, monk
     for a, b in zip(fast, slow, strict=True):
         assert torch.equal(a, b)
     assert fast[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in fast[2:])
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_native_loops_on_two_threads_split_the_recurrent_products_and_keep_the_numbers(decay, monkeypatch):
+    """Hidden size 128 on two threads: each step's recurrent products run as one column block per thread (the
+    forward's 512 gate columns and the backward's 128 state columns). Each block is the same dot products, so the
+    numbers agree with the Python loops (the BLAS library's own threading) to float rounding, and two runs agree
+    bit for bit; a block written to the wrong columns, or a race between them, would fail both."""
+    from emdlot.model import native
+
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require" if os.environ.get("EMDLOT_NATIVE_TLSTM") == "require" else "auto")
+    if native.tlstm_steps() is None:
+        pytest.skip("the C++ step loops could not be built here (no C++ compiler)")
+    x, delta_t, mask = batch_of_eight()
+    torch.set_num_threads(2)
+    split = run_layer(decay, x, delta_t, mask, size=128)
+    assert all(torch.equal(a, b) for a, b in zip(split, run_layer(decay, x, delta_t, mask, size=128), strict=True))
+    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "off")
+    python = run_layer(decay, x, delta_t, mask, size=128)
+    for a, b in zip(split, python, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert split[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in split[2:])
 
 
 def test_native_mode_off_runs_python_loops_and_a_failed_build_warns_once_or_fails_under_require(monkeypatch):

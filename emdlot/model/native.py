@@ -3,7 +3,8 @@
 Why: at batch 8 each recurrent step works on a few rows, so the Python loop's own cost (interpreter and op
 dispatch) is a large share of the T-LSTM's time; in C++ a Table 5 training epoch runs about 1.1x faster
 (benchmarks/results/epoch_speed.json). The C++ loops call the same ATen kernels on the same operands in
-the same order, so the numbers are the Python loops' bit for bit (tests/test_tlstm.py); only speed changes.
+the same order, so on one thread the numbers are the Python loops' bit for bit (tests/test_tlstm.py); on several,
+each step's recurrent products run one column block per thread, which changes them by float rounding only.
 
 The build needs a C++ compiler (Debian: apt install g++) and ninja (a dependency); it takes about a minute the
 first time and is cached under torch's extensions directory (TORCH_EXTENSIONS_DIR, default
@@ -30,6 +31,9 @@ SOURCE = Path(__file__).with_name("tlstm_steps.cpp")
 NAME = "emdlot_tlstm_steps"
 STALE_LOCK_S = 600  # a build takes about a minute: a lock this old was left by a process that died
 MODES = ("auto", "off", "require")
+# -fopenmp: ATen's parallel_for runs its blocks on torch's OpenMP threads (without it, one after another); the module
+# links libgomp.so.1, which resolves to the copy torch has already loaded, so there is one thread pool.
+FLAGS = ("-O2", "-fopenmp")
 log = logging.getLogger(__name__)
 
 
@@ -41,9 +45,9 @@ def mode() -> str:
 
 
 def build_directory(root: str | Path, torch_version: str) -> Path:
-    """One folder per source, torch build and Python version: a build in it is never stale, so a process that finds
-    one imports it directly (milliseconds; torch's loader re-checks the build with ninja, about 2 s a process)."""
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    """One folder per source and flags, torch build and Python version: a build in it is never stale, so a process that
+    finds one imports it directly (milliseconds; torch's loader re-checks the build with ninja, about 2 s a process)."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:12]
     return Path(root) / f"{NAME}-{digest}-torch{torch_version}-py{sys.version_info.major}{sys.version_info.minor}"
 
 
@@ -75,7 +79,8 @@ def _build() -> tuple[ModuleType | None, Exception | None]:
         log.warning("removing a stale build lock %s", lock)
         lock.unlink(missing_ok=True)
     try:
-        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=["-O2"], build_directory=str(cache), verbose=False), None
+        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=list(FLAGS), extra_ldflags=["-fopenmp"],
+                    build_directory=str(cache), verbose=False), None
     except Exception as error:  # a missing compiler or ninja, a failed build: all mean the same here
         return None, error
 

@@ -25,7 +25,10 @@ started (a firm with 18 of 39 quarters costs 18 steps, not 39): with pre-padded 
 half the work of a full batch is skipped, exactly, since a row that has not started keeps its
 zero state; the weight gradients' products read the started rows alone, for the same reason.
 The step loops run in C++ where a compiler could build them (emdlot.model.native): the same ATen calls,
-bit for bit the same numbers, without the interpreter's cost per step. benchmarks/tlstm_speed.py measures
+without the interpreter's cost per step, and on one thread bit for bit the same numbers. On several threads the
+C++ loops split each step's recurrent products into one column block per thread (a second core then runs the
+few-row product about 2x faster, against 1.2-1.4x with the BLAS library's own threading); the numbers differ
+by float rounding, as they do between thread counts anyway. benchmarks/tlstm_speed.py measures
 the layer against torch.nn.LSTM, benchmarks/epoch_speed.py a training epoch.
 """
 from __future__ import annotations
