@@ -1,6 +1,7 @@
 """The T-LSTM layer (both decays) against a step-by-step reference, against nn.LSTM, and its padding/decay behaviour."""
 import math
 import os
+import sys
 import time
 
 import pytest
@@ -291,6 +292,8 @@ def test_native_loops_on_two_threads_split_the_recurrent_products_and_keep_the_n
     monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require" if os.environ.get("EMDLOT_NATIVE_TLSTM") == "require" else "auto")
     if native.tlstm_steps() is None:
         pytest.skip("the C++ step loops could not be built here (no C++ compiler)")
+    if sys.platform.startswith("linux"):  # built with -fopenmp there, so the blocks run on torch's threads
+        assert native.tlstm_steps().splits_products()
     x, delta_t, mask = batch_of_eight()
     torch.set_num_threads(2)
     split = run_layer(decay, x, delta_t, mask, size=128)

@@ -31,9 +31,11 @@ SOURCE = Path(__file__).with_name("tlstm_steps.cpp")
 NAME = "emdlot_tlstm_steps"
 STALE_LOCK_S = 600  # a build takes about a minute: a lock this old was left by a process that died
 MODES = ("auto", "off", "require")
-# -fopenmp: ATen's parallel_for runs its blocks on torch's OpenMP threads (without it, one after another); the module
-# links libgomp.so.1, which resolves to the copy torch has already loaded, so there is one thread pool.
-FLAGS = ("-O2", "-fopenmp")
+# -fopenmp (Linux, where torch's wheels use GNU OpenMP): ATen's parallel_for runs the recurrent products' column blocks
+# on torch's OpenMP threads. The module links libgomp.so.1, which resolves to the copy torch has already loaded, so
+# there is one thread pool. Elsewhere (Apple's clang has no -fopenmp) the loops keep the library's own threading.
+OPENMP = ("-fopenmp",) if sys.platform.startswith("linux") else ()
+FLAGS = ("-O2", *OPENMP)
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +81,7 @@ def _build() -> tuple[ModuleType | None, Exception | None]:
         log.warning("removing a stale build lock %s", lock)
         lock.unlink(missing_ok=True)
     try:
-        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=list(FLAGS), extra_ldflags=["-fopenmp"],
+        return load(name=NAME, sources=[str(SOURCE)], extra_cflags=list(FLAGS), extra_ldflags=list(OPENMP),
                     build_directory=str(cache), verbose=False), None
     except Exception as error:  # a missing compiler or ninja, a failed build: all mean the same here
         return None, error

@@ -11,6 +11,7 @@
 // that only 1.2-1.4x faster on two cores than on one, one column block per core about 2x. Each output element is
 // still one dot product of the same operands, so the numbers differ from the library's own threading by float
 // rounding only (as one thread's differ from two threads'); the split is fixed, so a seed gives the same numbers.
+// Built without OpenMP (emdlot.model.native adds -fopenmp on Linux only), the products stay whole, as before.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <ATen/ThreadLocalState.h>
@@ -31,7 +32,12 @@ Tensor rows(const Tensor& x, int64_t t, int64_t n) { return x.select(0, t).narro
 void product(Tensor out, const Tensor& a, const Tensor& b, bool accumulate) {
   const int64_t columns = b.size(1);
   const int64_t blocks = std::min<int64_t>(at::get_num_threads(), columns / kMinBlock);
-  if (blocks < 2 || !out.is_cpu() || at::in_parallel_region()) {  // a GPU runs one product on its own
+#ifdef _OPENMP
+  const bool split = blocks >= 2 && out.is_cpu() && !at::in_parallel_region();  // a GPU runs one product on its own
+#else
+  const bool split = false;  // parallel_for would run the blocks one after another, each on one thread
+#endif
+  if (!split) {
     if (accumulate) out.addmm_(a, b); else at::mm_out(out, a, b);
     return;
   }
@@ -161,7 +167,17 @@ void backward_steps(const std::optional<Tensor>& grad_hidden, const std::optiona
   }
 }
 
+// Whether this build splits the recurrent products across threads (it was compiled with OpenMP).
+bool splits_products() {
+#ifdef _OPENMP
+  return true;
+#else
+  return false;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("splits_products", &splits_products, "whether the recurrent products are split across threads (OpenMP build)");
   m.def("forward_steps", &forward_steps, "T-LSTM forward step loop");
   m.def("backward_steps", &backward_steps, "T-LSTM backward step loop");
 }
