@@ -265,20 +265,32 @@ def batch_of_eight(seed=0):
     return x, delta_t, mask
 
 
-@pytest.mark.parametrize("decay", DECAYS)
-def test_native_step_loops_give_the_python_loops_numbers_bit_for_bit(decay, monkeypatch):
+def native_loops(monkeypatch):
+    """The built C++ step loops, switched on for this test (`require` where CI requires them), or a skip."""
     from emdlot.model import native
 
     monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require" if os.environ.get("EMDLOT_NATIVE_TLSTM") == "require" else "auto")
-    if native.tlstm_steps() is None:
+    module = native.tlstm_steps()
+    if module is None:
         pytest.skip("the C++ step loops could not be built here (no C++ compiler)")
+    return module
+
+
+def all_nonzero(outputs):
+    """The outputs and every gradient carry signal (a comparison of zeros would prove nothing)."""
+    return outputs[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in outputs[2:])
+
+
+@pytest.mark.parametrize("decay", DECAYS)
+def test_native_step_loops_give_the_python_loops_numbers_bit_for_bit(decay, monkeypatch):
+    native_loops(monkeypatch)
     x, delta_t, mask = batch_of_eight()
     fast = run_layer(decay, x, delta_t, mask)
     monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "off")
     slow = run_layer(decay, x, delta_t, mask)
     for a, b in zip(fast, slow, strict=True):
         assert torch.equal(a, b)
-    assert fast[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in fast[2:])
+    assert all_nonzero(fast)
 
 
 @pytest.mark.parametrize("decay", DECAYS)
@@ -287,13 +299,9 @@ def test_native_loops_on_two_threads_split_the_recurrent_products_and_keep_the_n
     forward's 512 gate columns and the backward's 128 state columns). Each block is the same dot products, so the
     numbers agree with the Python loops (the BLAS library's own threading) to float rounding, and two runs agree
     bit for bit; a block written to the wrong columns, or a race between them, would fail both."""
-    from emdlot.model import native
-
-    monkeypatch.setenv("EMDLOT_NATIVE_TLSTM", "require" if os.environ.get("EMDLOT_NATIVE_TLSTM") == "require" else "auto")
-    if native.tlstm_steps() is None:
-        pytest.skip("the C++ step loops could not be built here (no C++ compiler)")
+    module = native_loops(monkeypatch)
     if sys.platform.startswith("linux"):  # built with -fopenmp there, so the blocks run on torch's threads
-        assert native.tlstm_steps().splits_products()
+        assert module.splits_products()
     x, delta_t, mask = batch_of_eight()
     torch.set_num_threads(2)
     split = run_layer(decay, x, delta_t, mask, size=128)
@@ -302,7 +310,7 @@ def test_native_loops_on_two_threads_split_the_recurrent_products_and_keep_the_n
     python = run_layer(decay, x, delta_t, mask, size=128)
     for a, b in zip(split, python, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert split[0].abs().sum() > 0 and all(g.abs().sum() > 0 for g in split[2:])
+    assert all_nonzero(split)
 
 
 def test_native_mode_off_runs_python_loops_and_a_failed_build_warns_once_or_fails_under_require(monkeypatch):
