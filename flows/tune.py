@@ -119,14 +119,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def close_child_runs(uri: str, parent_id: str, failed_trials: set) -> int:
     """Close child runs whose trial process ended before it could close its run (Tune ends a stopped trial's
-    process; on a loaded machine that can come before the run's last write): FINISHED and tagged as stopped
-    by the scheduler when Tune saw no error, else KILLED. Returns how many trials of this search the scheduler
-    stopped before their epoch cap (earlier sessions of it included)."""
+    process; on a loaded machine that can come before the run's last write): FINISHED, and tagged as stopped
+    by the scheduler unless it had scored its decision (`final_` metrics), when Tune saw no error, else KILLED.
+    Returns how many trials of this search the scheduler stopped early (earlier sessions of it included)."""
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiment = client.get_run(parent_id).info.experiment_id
     for run in client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"):
         ok = run.data.tags.get("trial_id") not in failed_trials
-        client.set_tag(run.info.run_id, "stopped_by", "scheduler" if ok else "trial process ended")
+        if "final_val_composite" not in run.data.metrics:
+            client.set_tag(run.info.run_id, "stopped_by", "scheduler" if ok else "trial process ended")
         client.set_terminated(run.info.run_id, "FINISHED" if ok else "KILLED")
     return len(client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stopped_by = 'scheduler'"))
 

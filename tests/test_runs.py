@@ -181,10 +181,12 @@ def test_cross_validated_epochs_average_the_folds_and_fix_the_refit_length():
 
 def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_the_refit_applies_it_and_the_folds_cross_fit_test_firms(monkeypatch):
     """The shift's check gets every firm of the folds' held-out parts with its prediction at the chosen epoch and
-    its fold, and the refitted model applies the fitted shift where the check says it carries, none where not (the
-    fit and the check themselves: test_calibration)."""
+    its fold, the refitted model applies the fitted shift where the check says it carries, none where not, and the
+    run's validation numbers are then those of its folds' firms shifted as it decides (the fit and the check
+    themselves: test_calibration)."""
     import emdlot.runs.single as single
     from emdlot.data.assemble import cv_folds
+    from emdlot.evaluation.metrics import classification_metrics, composite_score
     from emdlot.training.calibration import ShiftCheck, apply_prior_shift
     from emdlot.model.batch import to_batch
     from emdlot.training.loop import fit, predict_proba
@@ -192,8 +194,9 @@ def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_the_refit_app
     with pytest.raises(ValueError, match="epoch_folds"):
         FAST.with_params({"prior_shift": True})  # no folds, nothing held out to fit it on
     seen, shift, carries = [], [0.0, 1.25, -0.5], [True]
+    fold_shifts = [[0.0, 3.0, -2.0], [0.0, -2.5, 3.0]]  # b^(-1), b^(-2): each fitted without its fold
     monkeypatch.setattr(single, "check_prior_shift", lambda y, proba, fold, weights: seen.append((y, proba, fold, weights))
-                        or ShiftCheck(shift, [shift, shift], nested_none=0.5, nested_shift=0.6 if carries[0] else 0.4))
+                        or ShiftCheck(shift, fold_shifts, nested_none=0.5, nested_shift=0.6 if carries[0] else 0.4))
     config = FAST.with_params({"epoch_folds": 2, "refit_on_val": True, "max_epochs": 3, "prior_shift": True})
     union = SequenceArrays.concat(TRAIN, VAL)
     parts = {"train": TRAIN, "val": VAL, "train_val": union, "test": TEST} | cv_folds(union, 2, 3, seed=5)
@@ -221,12 +224,21 @@ def test_a_prior_shift_is_fitted_on_the_folds_held_out_predictions_the_refit_app
     assert plain.history.best_epoch == best  # training itself is untouched by the switch
     np.testing.assert_allclose(result.test_proba, apply_prior_shift(plain.test_proba, np.array(shift)), atol=1e-5)
     np.testing.assert_allclose(plain.test_cross_fit_proba, result.test_cross_fit_proba)  # the shift is not in it
+    # Validation as the run decides: fold k's firms shifted by b^(-k), each fold scored, the scores averaged as the
+    # folds' epoch records are (without the shift: the chosen epoch's record, as `plain` has).
+    decided = [classification_metrics(parts[f"cv{i}_val"].y, apply_prior_shift(f.val_proba[best - 1], np.array(b)))
+               for i, f, b in zip((1, 2), folds, fold_shifts)]
+    assert result.val_score == pytest.approx(np.mean([composite_score(m, config.train.score_weights) for m in decided]))
+    assert result.val_metrics.average_precision == pytest.approx(np.mean([m.average_precision for m in decided]))
+    assert result.val_metrics.n_predicted_classes == min(m.n_predicted_classes for m in decided)
+    assert plain.val_score == plain.history.epochs[best - 1].val_score != pytest.approx(result.val_score)
     carries[0] = False
     relabelled = SequenceArrays(**{**TEST.__dict__, "y": np.roll(TEST.y, 1)})
     dropped = train_and_score(parts | {"test": relabelled}, config, seed=3, score_test=True)
     np.testing.assert_array_equal(dropped.test_cross_fit_proba, result.test_cross_fit_proba)  # test labels unread
     assert dropped.history.prior_shift == [0.0, 0.0, 0.0] and dropped.history.prior_shift_check["fitted"] == shift
     np.testing.assert_allclose(dropped.test_proba, plain.test_proba, atol=1e-6)
+    assert dropped.history.shifted_val is None and (dropped.val_score, dropped.val_metrics) == (plain.val_score, plain.val_metrics)
 
 
 @pytest.fixture(scope="module")

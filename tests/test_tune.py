@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from ray.tune.search.optuna import OptunaSearch
 
@@ -115,10 +116,19 @@ def test_a_three_trial_search_nests_its_trials_and_writes_a_best_config_train_ca
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED" and len(children) == 3
     assert all(run.info.status == "FINISHED" for run in children)  # stopped by ASHA or the cap is no failure
-    assert {run.data.tags.get("stopped_by") for run in children} <= {None, "scheduler", "epoch cap"}
+    assert {run.data.tags.get("stopped_by") for run in children} <= {None, "scheduler"}
     stopped = sum(run.data.tags.get("stopped_by") == "scheduler" for run in children)
     assert parent.data.metrics["stopped_early_by_scheduler"] == stopped
     assert all(len(client.get_metric_history(run.info.run_id, OBJECTIVE)) >= 1 for run in children)
+    # A trial that ran to its decision ends on the run's own validation score, one report after its last epoch,
+    # even at the epoch cap with ASHA on; that last value is what the search ranks it by.
+    decided = [run for run in children if "final_val_composite" in run.data.metrics]
+    frame = {str(row["trial_id"]): row[OBJECTIVE] for _, row in pd.read_csv(out / "trials.csv").iterrows()}
+    assert decided and all(run.data.tags.get("stopped_by") is None for run in decided)
+    for run in decided:
+        last = max(client.get_metric_history(run.info.run_id, OBJECTIVE), key=lambda m: m.step)
+        assert last.step == run.data.metrics["final_epochs"] + 1
+        assert last.value == frame[run.data.tags["trial_id"]] == pytest.approx(run.data.metrics["final_val_composite"])
     best = load_emdlot_config(out / "best_config.yaml")
     assert best.model.hidden_size in (4, 8) and best.train.max_epochs == 2  # the trial's values on the base
     assert parent.data.tags["best.hidden_size"] == str(best.model.hidden_size)
@@ -184,7 +194,8 @@ def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on_with_cv_ep
     space = tmp_path / "space.yaml"  # a width of 0 is refused when the trial builds its configuration
     space.write_text("feature_embed_size: {choice: [0, 4]}\nlearning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n")
     base = tmp_path / "base.yaml"  # and a base whose trials choose their epoch count by 2-fold CV (it needs the folds)
-    base.write_text(TINY_BASE.replace("kmeans_n_init: 1}", "kmeans_n_init: 1, refit_on_val: true, epoch_folds: 2}"))
+    base.write_text(TINY_BASE.replace("kmeans_n_init: 1}", "kmeans_n_init: 1, refit_on_val: true, epoch_folds: 2}")
+                    .replace("num_clusters: 2}", "num_clusters: 2, prior_shift: true}"))  # and fit a shift on them
     out = tmp_path / "search_fail"
     args = _args(tiny_search, out, 4)
     args[args.index("--space") + 1], args[args.index("--config") + 1] = str(space), str(base)
@@ -198,6 +209,7 @@ def test_a_failing_trial_is_a_failed_child_run_and_the_search_goes_on_with_cv_ep
     finished = [run for run in children if run.info.status == "FINISHED"]
     assert finished  # the first trial (the base's width 4) and others ran
     assert all(run.data.params["train.epoch_folds"] == "2" and "final_val_composite" in run.data.metrics for run in finished)
+    assert all("final_prior_shift_nested_shift" in run.data.metrics for run in finished)  # the shift was checked
     assert (out / "best_config.yaml").exists()
 
 

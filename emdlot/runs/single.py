@@ -17,7 +17,7 @@ from emdlot.data.assemble import assemble
 from emdlot.evaluation.metrics import ClassificationMetrics, classification_metrics, composite_score
 from emdlot.model.batch import to_batch
 from emdlot.model.emdlot import EMDLOT, Interpretation
-from emdlot.training.calibration import check_prior_shift, fold_labels
+from emdlot.training.calibration import apply_prior_shift, check_prior_shift, fold_labels
 from emdlot.training.config import EMDLOTConfig
 from emdlot.training.loop import FitResult, HasMembers, fit, interpret, predict_proba
 from emdlot.training.state import EpochRecord, FitState, History
@@ -144,7 +144,8 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
     max_epochs; the history of their mean per epoch (losses, metrics, scores; classes predicted: the
     fewest of any fold), whose best mean stop score fixes the refit's length. With `model.prior_shift`,
     the folds' predictions at that epoch (each firm's, from the fold that held it out) fit the shift and
-    check that it carries (`history.prior_shift`, `history.prior_shift_check`). Not checkpointed: an interrupted run repeats its folds.
+    check that it carries (`history.prior_shift`, `history.prior_shift_check`); where it does, the folds' scores with
+    it (`history.shifted_val`). Not checkpointed: an interrupted run repeats its folds.
 
     With `predict`, also those firms' cross-fitted probability: the mean over the fold models, each at the chosen
     epoch, unshifted. These are the models the shift was fitted on, where the refit is another model (surer on new
@@ -158,9 +159,8 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
     runs = [f.history for f in fitted]
     history = History(seed=seed, wall_time_s=sum(r.wall_time_s for r in runs))
     for records in zip(*(r.epochs for r in runs)):
-        metrics = {key: float(np.mean([r.val_metrics[key] for r in records])) for key in records[0].val_metrics}
-        metrics["n_predicted_classes"] = min(r.val_metrics["n_predicted_classes"] for r in records)
-        record = EpochRecord(epoch=records[0].epoch, val_metrics=metrics, seconds=sum(r.seconds for r in records),
+        record = EpochRecord(epoch=records[0].epoch, val_metrics=mean_over_folds([r.val_metrics for r in records]),
+                             seconds=sum(r.seconds for r in records),
                              **{key: float(np.mean([getattr(r, key) for r in records])) for key in _MEAN_FIELDS})
         history.epochs.append(record)
         if on_epoch is not None:
@@ -173,8 +173,20 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
         check = check_prior_shift(held_out, proba, fold, config.train.score_weights)
         history.prior_shift, history.prior_shift_check = check.shift.tolist(), asdict(check)
         history.held_out_proba = proba.tolist()
+        if check.carries:  # the folds' scores as the run decides: fold k's firms shifted by b^(-k), fitted without them
+            folds_y = [parts[f"cv{i}_val"].y for i in range(1, folds + 1)]
+            shifted = [apply_prior_shift(f.val_proba[history.best_epoch - 1], b) for f, b in zip(fitted, check.fold_shifts)]
+            metrics = [classification_metrics(y, p) for y, p in zip(folds_y, shifted)]
+            history.shifted_val = {"val_metrics": mean_over_folds([m.as_dict() for m in metrics]),
+                                   "val_score": float(np.mean([composite_score(m, config.train.score_weights) for m in metrics]))}
     cross_fit = None if predict is None else np.mean([f.predicted[history.best_epoch - 1] for f in fitted], axis=0)
     return history, cross_fit
+
+
+def mean_over_folds(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """The folds' validation metrics as one: each metric's mean, and the fewest classes any fold predicted."""
+    mean = {key: float(np.mean([m[key] for m in metrics])) for key in metrics[0]}
+    return mean | {"n_predicted_classes": min(m["n_predicted_classes"] for m in metrics)}
 
 
 def fold_models(parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int, history: History) -> list[EMDLOT]:
@@ -198,11 +210,12 @@ def held_out_labels(parts: dict[str, SequenceArrays], folds: int) -> tuple[np.nd
 def score_run(fitted: FitResult, parts: dict[str, SequenceArrays], config: EMDLOTConfig, seed: int,
               score_test: bool = False) -> RunResult:
     """A fitted run's numbers: validation from its best epoch's record (the restored weights were scored
-    then; a refit has seen the validation firms), the test firms scored once if asked (with the fold models'
-    cross-fitted probabilities where `fit_run` was given them to predict)."""
-    best = fitted.history.epochs[fitted.history.best_epoch - 1]
+    then; a refit has seen the validation firms), with the folds' firms shifted where the run's prior shift
+    carries (`History.shifted_val`), the test firms scored once if asked (with the fold models' cross-fitted
+    probabilities where `fit_run` was given them to predict)."""
+    best = fitted.history.shifted_val or asdict(fitted.history.epochs[fitted.history.best_epoch - 1])
     result = RunResult(config=config, seed=seed, model=fitted.model, history=fitted.history, fold_models=fitted.fold_models,
-                       val_metrics=ClassificationMetrics(**best.val_metrics), val_score=best.val_score)
+                       val_metrics=ClassificationMetrics(**best["val_metrics"]), val_score=best["val_score"])
     if score_test:
         test = parts["test"]
         result.test_metrics, result.test_score, result.test_proba = score(result.members, test, config)

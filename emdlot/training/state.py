@@ -50,6 +50,9 @@ class History:
     # The folds' predictions at best_epoch, unshifted, each firm's from the fold that held it out (cv1_val's firms,
     # then cv2_val's, ...): what a seed ensemble's own shift is fitted on (`calibration.ensemble_prior_shift`).
     held_out_proba: list[list[float]] | None = None
+    # Where that shift carries: the folds' val_metrics and val_score at best_epoch as the run decides, fold k's firms
+    # shifted by the b^(-k) fitted without them (what the run's validation numbers are, rather than the unshifted record).
+    shifted_val: dict | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)

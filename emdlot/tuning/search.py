@@ -38,7 +38,8 @@ class SearchSettings:
 def build_tuner(space: dict, base: EMDLOTConfig, ctx: TrialContext, settings: SearchSettings, storage: Path, name: str) -> tune.Tuner:
     searcher = OptunaSearch(metric=OBJECTIVE, mode="max", sampler=optuna.samplers.TPESampler(seed=settings.seed),
                             points_to_evaluate=[paper_optimum(space, base)])
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=base.train.max_epochs,
+    # A trial's last report, its decision, comes one report after its last epoch: max_t lets it through.
+    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=base.train.max_epochs + 1,
                               grace_period=settings.asha_grace_epochs) if settings.asha else None
     return tune.Tuner(
         trainable(ctx, settings),
@@ -69,7 +70,7 @@ def trials_frame(results: tune.ResultGrid, space: dict) -> pd.DataFrame:
         params = {name: (result.config or {}).get(name) for name in space}
         rows.append({"trial_id": metrics.get("trial_id", ""), "path": result.path,
                      "status": "ERROR" if result.error else "TERMINATED",
-                     OBJECTIVE: metrics.get(OBJECTIVE, math.nan), "epochs": metrics.get("training_iteration", 0),
+                     OBJECTIVE: metrics.get(OBJECTIVE, math.nan), "epochs": metrics.get("epoch", 0),
                      "error": f"{type(result.error).__name__}: {result.error}"[:300] if result.error else "",
                      **params, "params": params})
     return pd.DataFrame(rows)

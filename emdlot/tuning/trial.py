@@ -1,9 +1,12 @@
 """One Tune trial: train one EMDLOT configuration through the run layer, report every epoch to Tune,
 and record the trial as a child MLflow run of the search's parent run.
 
-The objective is the composite score on the validation firms (with the three-class penalty), best so
-far: a trial reports it after every epoch (so ASHA can stop it early) and ends on its best epoch's
-value, which is what Optuna learns from. The test firms are never loaded.
+The objective is the composite score on the validation firms (with the three-class penalty). A trial
+reports the best so far after every epoch (so ASHA can stop it early), then once more, after its last
+epoch, the run's own validation score (`RunResult.val_score`), which is what Optuna learns from: at the
+epoch the run chose, which differs from the best composite's where early stopping watches another score,
+and with the folds' firms shifted where the run's prior shift carries (a trial is scored on the decision
+the run would make). The test firms are never loaded.
 """
 from __future__ import annotations
 
@@ -72,13 +75,17 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         result = train_and_score(parts, config, ctx.seed, on_epoch=report, refit=False)
         for key, value in result.summary().items():
             client.log_metric(run_id, f"final_{key}", float(value))
+        state["decided"] = True
+        client.log_metric(run_id, OBJECTIVE, result.val_score, step=state["epoch"] + 1)
+        tune.report({OBJECTIVE: result.val_score, "val_composite": result.val_score, "epoch": state["epoch"], "decision": True})
         client.set_terminated(run_id, "FINISHED")
     except SystemExit as err:
         if err.code not in (0, None):
             raise
-        # Tune ends a function trial this way when its scheduler (ASHA) or the epoch cap (max_t) stops it.
-        client.set_tag(run_id, "stopped_by", "scheduler" if state["epoch"] < (state["max_epochs"] or 0) else "epoch cap")
-        client.set_tag(run_id, "epochs_run", str(state["epoch"]))
+        # Tune ends a function trial this way when its scheduler (ASHA) stops it, at the latest on its decision.
+        if not state.get("decided"):
+            client.set_tag(run_id, "stopped_by", "scheduler")
+            client.set_tag(run_id, "epochs_run", str(state["epoch"]))
         client.set_terminated(run_id, "FINISHED")
         raise
     except BaseException as err:  # a failed or stopped trial is on record with its error, then Tune sees it
