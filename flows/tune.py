@@ -1,6 +1,6 @@
 """Search the paper's Table 5 space: Ray Tune + Optuna (seeded TPE), composite objective on validation firms.
 
-    python flows/tune.py --data DATASET --trials N [--text-features FILE] [--config base.yaml] [--space space.yaml]
+    python flows/tune.py --data DATASET --trials N [--text-features FILE] [--config base.yaml] [--variant NAME] [--space space.yaml]
         [--asha] [--max-epochs E] [--max-concurrent K] [--cpus-per-trial C] [--gpus-per-trial G] [--resume]
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python flows/tune.py --data /abs/DATASET ...
 
@@ -28,7 +28,7 @@ from emdlot import tracking  # noqa: E402
 from emdlot.ray_init import init_ray  # noqa: E402
 from emdlot.config import ConfigError, check_at_least  # noqa: E402
 from emdlot.data.assemble import META_FILE  # noqa: E402
-from emdlot.training.config import load_emdlot_config  # noqa: E402
+from emdlot.training.config import load_emdlot_config, with_variant  # noqa: E402
 from emdlot.tuning.search import SearchSettings, build_tuner, record_best, restore_tuner, study_of, trials_frame  # noqa: E402
 from emdlot.tuning.space import DEFAULT_SPACE, paper_optimum, read_space  # noqa: E402
 from emdlot.tuning.trial import OBJECTIVE, TrialContext  # noqa: E402
@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--trials", required=True, type=int, help="number of trials (the paper's optimum is the first)")
     p.add_argument("--text-features", type=Path, help="text_features.parquet from flows/embed.py")
     p.add_argument("--config", type=Path, help="base EMDLOT YAML the trials override (default: the paper's optimum)")
+    p.add_argument("--variant", default="paper", help="training recipe from emdlot/configs/variants.yaml on top of --config")
     p.add_argument("--space", type=Path, help=f"search space YAML (default: Table 5, {DEFAULT_SPACE.name})")
     p.add_argument("--name", default="table5", help="search name: folder and MLflow run name")
     p.add_argument("--out", type=Path, help="output folder (default: EMDLOT_HOME/tune/NAME)")
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.text_features and not args.text_features.exists():
             raise ConfigError(f"--text-features {args.text_features}: file not found")
         space = read_space(args.space)
-        base = load_emdlot_config(args.config)
+        base = with_variant(load_emdlot_config(args.config), args.variant)
         if args.max_epochs:
             base = base.with_params({"max_epochs": args.max_epochs})
         paper_optimum(space, base)  # the first trial: its values must lie in the space
         uri = tracking.tracking_uri(args.tracking_uri)
         tracking.check_tracking(uri)
-    except (ConfigError, tracking.TrackingError) as err:
+    except (ConfigError, tracking.TrackingError, ValueError) as err:
         print(f"tune: error: {'; '.join(line.strip() for line in str(err).splitlines() if line.strip())}", file=sys.stderr)
         return 2
     out = (args.out or tracking.emdlot_home() / "tune" / args.name).resolve()
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             state_file.write_text(json.dumps({"parent_run_id": parent.info.run_id, "name": args.name}))
             tracking.log_params({"data": str(data), "text_features": str(args.text_features.resolve()) if args.text_features else "none",
-                                 "space": str(args.space or DEFAULT_SPACE), "out": str(out)} | vars(settings))
+                                 "space": str(args.space or DEFAULT_SPACE), "out": str(out), "variant": args.variant} | vars(settings))
             tracking.log_params(base.model_dump(), prefix="base.")
         init_ray(args.ray_address, args.num_cpus)
         ctx = TrialContext(dataset=str(data), text_features=str(args.text_features.resolve()) if args.text_features else None,

@@ -110,7 +110,7 @@ def _children(root: Path, parent_id: str):
 
 def test_a_three_trial_search_nests_its_trials_and_writes_a_best_config_train_can_read(tiny_search):
     out = tiny_search / "search3"
-    assert flow.main(_args(tiny_search, out, 3, "--asha", "--grace-epochs", "1")) == 0
+    assert flow.main(_args(tiny_search, out, 3, "--asha", "--grace-epochs", "1", "--variant", "ranking_stop")) == 0
     parent_id = json.loads((out / "search.json").read_text())["parent_run_id"]
     client, children = _children(tiny_search, parent_id)
     parent = client.get_run(parent_id)
@@ -120,8 +120,11 @@ def test_a_three_trial_search_nests_its_trials_and_writes_a_best_config_train_ca
     stopped = sum(run.data.tags.get("stopped_by") == "scheduler" for run in children)
     assert parent.data.metrics["stopped_early_by_scheduler"] == stopped
     assert all(len(client.get_metric_history(run.info.run_id, OBJECTIVE)) >= 1 for run in children)
-    # A trial that ran to its decision ends on the run's own validation score, one report after its last epoch,
-    # even at the epoch cap with ASHA on; that last value is what the search ranks it by.
+    # The named recipe is on every trial's base. A trial that ran to its decision ends on the run's own validation
+    # score (here at the epoch its ranking rule chose), one report after its last epoch, even at the epoch cap with
+    # ASHA on; that last value is what the search ranks it by.
+    assert parent.data.params["variant"] == "ranking_stop"
+    assert all(run.data.params["train.early_stopping"] == "ranking" for run in children)
     decided = [run for run in children if "final_val_composite" in run.data.metrics]
     frame = {str(row["trial_id"]): row[OBJECTIVE] for _, row in pd.read_csv(out / "trials.csv").iterrows()}
     assert decided and all(run.data.tags.get("stopped_by") is None for run in decided)
@@ -177,6 +180,9 @@ def test_bad_invocations_fail_in_one_line(tiny_search, tmp_path, capsys):
     assert "cannot be reached" in err and len(err.strip().splitlines()) == 1
     assert flow.main(_args(tiny_search, tmp_path / "fresh", 1, "--resume")) == 2
     assert "no search to resume" in capsys.readouterr().err
+    assert flow.main(_args(tiny_search, tmp_path / "o", 1, "--variant", "nope")) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "unknown training variant 'nope'" in err and "ranking_stop" in err
     base_outside = _args(tiny_search, tmp_path / "o", 1)
     base_outside[base_outside.index("--space") + 1] = str(ROOT / "emdlot" / "configs" / "tune_space.yaml")
     assert flow.main(base_outside) == 2  # the tiny base's hidden_size 8 is no Table 5 choice
