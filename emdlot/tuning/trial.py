@@ -52,10 +52,9 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
     run = client.create_run(ctx.experiment_id, run_name=name, tags={"mlflow.parentRunId": ctx.parent_run_id,
                                                                      "trial_id": tune.get_context().get_trial_id()})
     run_id = run.info.run_id
-    state = {"epoch": 0, "max_epochs": None}
+    state = {"epoch": 0, "decided": False}
     try:
         config = trial_config(params, ctx)
-        state["max_epochs"] = config.train.max_epochs
         for key, value in flatten(config.model_dump() | {"seed": ctx.seed}).items():
             client.log_param(run_id, key, value)
         parts = assemble_for(config, ctx.dataset, ctx.text_features, refit=False)  # a trial stops before any refit
@@ -83,7 +82,7 @@ def run_trial(params: dict[str, Any], ctx: TrialContext) -> None:
         if err.code not in (0, None):
             raise
         # Tune ends a function trial this way when its scheduler (ASHA) stops it, at the latest on its decision.
-        if not state.get("decided"):
+        if not state["decided"]:
             client.set_tag(run_id, "stopped_by", "scheduler")
             client.set_tag(run_id, "epochs_run", str(state["epoch"]))
         client.set_terminated(run_id, "FINISHED")
