@@ -174,9 +174,8 @@ def cross_validated_epochs(parts: dict[str, SequenceArrays], config: EMDLOTConfi
         history.prior_shift, history.prior_shift_check = check.shift.tolist(), asdict(check)
         history.held_out_proba = proba.tolist()
         if check.carries:  # the folds' scores as the run decides: fold k's firms shifted by b^(-k), fitted without them
-            folds_y = [parts[f"cv{i}_val"].y for i in range(1, folds + 1)]
-            shifted = [apply_prior_shift(f.val_proba[history.best_epoch - 1], b) for f, b in zip(fitted, check.fold_shifts)]
-            metrics = [classification_metrics(y, p) for y, p in zip(folds_y, shifted)]
+            metrics = [classification_metrics(held_out[fold == k], apply_prior_shift(proba[fold == k], b))
+                       for k, b in enumerate(check.fold_shifts)]
             history.shifted_val = {"val_metrics": mean_over_folds([m.as_dict() for m in metrics]),
                                    "val_score": float(np.mean([composite_score(m, config.train.score_weights) for m in metrics]))}
     cross_fit = None if predict is None else np.mean([f.predicted[history.best_epoch - 1] for f in fitted], axis=0)
