@@ -25,6 +25,11 @@ using at::Tensor;
 namespace {
 
 constexpr int64_t kMinBlock = 64;  // narrower column blocks cost more in overhead than a second core gains
+#ifdef _OPENMP
+constexpr bool kSplits = true;
+#else
+constexpr bool kSplits = false;  // parallel_for would run the blocks one after another, each on one thread
+#endif
 
 Tensor rows(const Tensor& x, int64_t t, int64_t n) { return x.select(0, t).narrow(0, 0, n); }
 
@@ -32,11 +37,7 @@ Tensor rows(const Tensor& x, int64_t t, int64_t n) { return x.select(0, t).narro
 void product(Tensor out, const Tensor& a, const Tensor& b, bool accumulate) {
   const int64_t columns = b.size(1);
   const int64_t blocks = std::min<int64_t>(at::get_num_threads(), columns / kMinBlock);
-#ifdef _OPENMP
-  const bool split = blocks >= 2 && out.is_cpu() && !at::in_parallel_region();  // a GPU runs one product on its own
-#else
-  const bool split = false;  // parallel_for would run the blocks one after another, each on one thread
-#endif
+  const bool split = kSplits && blocks >= 2 && out.is_cpu() && !at::in_parallel_region();  // a GPU runs one product on its own
   if (!split) {
     if (accumulate) out.addmm_(a, b); else at::mm_out(out, a, b);
     return;
@@ -168,13 +169,7 @@ void backward_steps(const std::optional<Tensor>& grad_hidden, const std::optiona
 }
 
 // Whether this build splits the recurrent products across threads (it was compiled with OpenMP).
-bool splits_products() {
-#ifdef _OPENMP
-  return true;
-#else
-  return false;
-#endif
-}
+bool splits_products() { return kSplits; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("splits_products", &splits_products, "whether the recurrent products are split across threads (OpenMP build)");
